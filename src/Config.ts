@@ -1,0 +1,210 @@
+/**
+ * The configuration file: the original program's JSON format (DESIGN.md §4), decoded with a
+ * Schema. Every key past the original ones is optional with a default chosen for fast, safe
+ * failover on a LAN.
+ */
+import { FileSystem } from "@effect/platform"
+import { Context, Data, Effect, Either, Layer, ParseResult, Schema } from "effect"
+
+export const LogLevelName = Schema.transform(
+  Schema.String,
+  Schema.Literal("DEBUG", "INFO", "WARN", "ERROR", "FATAL"),
+  {
+    strict: false,
+    // The original accepted any case and "WARNING"; we keep accepting both.
+    decode: (s) => {
+      const up = s.trim().toUpperCase()
+      return up === "WARNING" ? "WARN" : up
+    },
+    encode: (s) => s
+  }
+).annotations({ identifier: "LogLevel", message: () => "must be one of DEBUG, INFO, WARN, ERROR, FATAL" })
+export type LogLevelName = typeof LogLevelName.Type
+
+const Port = Schema.Int.pipe(Schema.between(1, 65535)).annotations({
+  message: () => "must be an integer port between 1 and 65535"
+})
+
+const Millis = (min: number, max: number) =>
+  Schema.Int.pipe(Schema.between(min, max)).annotations({
+    message: () => `must be an integer number of milliseconds between ${min} and ${max}`
+  })
+
+const NonEmptyTrimmed = Schema.NonEmptyTrimmedString.annotations({
+  message: () => "must be a non-empty string without surrounding spaces"
+})
+
+/** Service and node names become znode names: keep them to what a znode and a log line take. */
+const ZnodeName = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/)).annotations({
+  message: () => "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+})
+
+const ZkHost = Schema.String.pipe(Schema.pattern(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$/)).annotations({
+  message: () => 'must be "host" or "host:port"'
+})
+
+export const NodeConfig = Schema.Struct({
+  name: Schema.optionalWith(ZnodeName, { default: () => "local" }),
+  host: Schema.optionalWith(NonEmptyTrimmed, { default: () => "localhost" }),
+  port: Schema.optionalWith(Port, { default: () => 6379 }),
+  /** Seconds to wait for the local Redis to be up and done LOADING before taking part. */
+  loading_timeout: Schema.optionalWith(
+    Schema.Number.pipe(Schema.between(0, 86400)).annotations({
+      message: () => "must be a number of seconds between 0 and 86400"
+    }),
+    { default: () => 30 }
+  ),
+  /** As Redis's replica-priority: lower is preferred, 0 never becomes master. */
+  priority: Schema.optionalWith(
+    Schema.Int.pipe(Schema.between(0, 1000000)).annotations({
+      message: () => "must be an integer between 0 (never master) and 1000000"
+    }),
+    { default: () => 100 }
+  )
+})
+
+export const DictatorConfigSchema = Schema.Struct({
+  svc_name: Schema.optionalWith(ZnodeName, { default: () => "default" }),
+  log_level: Schema.optionalWith(LogLevelName, { default: () => "INFO" as const }),
+  log_format: Schema.optionalWith(
+    Schema.Literal("logfmt", "json").annotations({ message: () => 'must be "logfmt" or "json"' }),
+    { default: () => "logfmt" as const }
+  ),
+  http_port: Schema.optionalWith(Port, { default: () => 8000 }),
+  /** The original listened on every interface. */
+  http_host: Schema.optionalWith(NonEmptyTrimmed, { default: () => "0.0.0.0" }),
+  zk_hosts: Schema.optionalWith(
+    Schema.NonEmptyArray(ZkHost).annotations({ message: () => 'must be a non-empty array of "host" or "host:port"' }),
+    { default: () => ["localhost:2181"] as const }
+  ),
+  /** Requested ZooKeeper session timeout; the server clamps it to [2, 20] × its tickTime. */
+  zk_session_timeout_ms: Schema.optionalWith(Millis(1000, 120000), { default: () => 6000 }),
+  zk_connect_timeout_ms: Schema.optionalWith(Millis(100, 60000), { default: () => 3000 }),
+  /** Interval of the health checks of the local Redis and, on replicas, of the master's Redis. */
+  check_interval_ms: Schema.optionalWith(Millis(10, 10000), { default: () => 100 }),
+  /** Timeout of one PING / INFO of a health check. */
+  check_timeout_ms: Schema.optionalWith(Millis(10, 10000), { default: () => 250 }),
+  /** A Redis that answers nothing (timeouts) for this long is down; a refused connection is down at once. */
+  down_after_ms: Schema.optionalWith(Millis(100, 600000), { default: () => 1000 }),
+  /** Delay per rank between candidates of an election: the best tries at once. */
+  election_step_ms: Schema.optionalWith(Millis(0, 10000), { default: () => 150 }),
+  /** A master disconnected from ZooKeeper this long pauses writes (before its session can expire). */
+  fence_after_ms: Schema.optionalWith(Millis(0, 60000), { default: () => 1000 }),
+  /** Longest wait of a graceful handover for a replica to catch up. */
+  handover_timeout_ms: Schema.optionalWith(Millis(0, 60000), { default: () => 3000 }),
+  /**
+   * `min-replicas-to-write` set on the master while it has at least that many linked replicas:
+   * an old master cut off from its replicas stops acknowledging writes. 0 disables it.
+   */
+  min_replicas_to_write: Schema.optionalWith(
+    Schema.Int.pipe(Schema.between(0, 100)).annotations({ message: () => "must be an integer between 0 and 100" }),
+    { default: () => 1 }
+  ),
+  /** `min-replicas-max-lag` in seconds, with min_replicas_to_write. */
+  min_replicas_max_lag: Schema.optionalWith(
+    Schema.Int.pipe(Schema.between(1, 3600)).annotations({ message: () => "must be an integer number of seconds between 1 and 3600" }),
+    { default: () => 2 }
+  ),
+  node: Schema.optionalWith(NodeConfig, { default: () => Schema.decodeSync(NodeConfig)({}) })
+})
+
+export type DictatorConfigData = typeof DictatorConfigSchema.Type
+
+export const knownKeys: ReadonlyArray<string> = Object.keys(DictatorConfigSchema.fields)
+export const knownNodeKeys: ReadonlyArray<string> = Object.keys(NodeConfig.fields)
+
+export class ConfigError extends Data.TaggedError("ConfigError")<{
+  readonly file: string
+  readonly detail: string
+}> {
+  override get message() {
+    return `invalid configuration ${this.file}: ${this.detail}`
+  }
+}
+
+export interface LoadedConfig {
+  readonly file: string
+  readonly config: DictatorConfigData
+  readonly warnings: ReadonlyArray<string>
+}
+
+const describeValue = (v: unknown): string => {
+  const s = JSON.stringify(v)
+  return s === undefined ? String(v) : s.length > 60 ? `${s.slice(0, 57)}...` : s
+}
+
+const valueAt = (root: unknown, path: ReadonlyArray<PropertyKey>): unknown =>
+  path.reduce<unknown>((v, k) => (v !== null && typeof v === "object" ? (v as Record<PropertyKey, unknown>)[k] : undefined), root)
+
+/** Decodes the text of a config file: one error message naming key, value and what is allowed. */
+export const parseConfig = (file: string, text: string): Either.Either<LoadedConfig, ConfigError> => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (e) {
+    return Either.left(
+      new ConfigError({ file, detail: `not valid JSON (${(e as Error).message}); fix the syntax of the file` })
+    )
+  }
+  if (json === null || typeof json !== "object" || Array.isArray(json)) {
+    return Either.left(new ConfigError({ file, detail: "the file must hold one JSON object like {\"svc_name\": \"default\", ...}" }))
+  }
+  const warnings: Array<string> = []
+  for (const key of Object.keys(json)) {
+    if (!knownKeys.includes(key)) warnings.push(`unknown key "${key}" in ${file} is ignored`)
+  }
+  const node = (json as Record<string, unknown>)["node"]
+  if (node !== null && typeof node === "object" && !Array.isArray(node)) {
+    for (const key of Object.keys(node)) {
+      if (!knownNodeKeys.includes(key)) warnings.push(`unknown key "node.${key}" in ${file} is ignored`)
+    }
+  }
+  const decoded = Schema.decodeUnknownEither(DictatorConfigSchema, { onExcessProperty: "ignore", errors: "all" })(json)
+  if (Either.isLeft(decoded)) {
+    const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)
+    const lines = issues.map((issue) => {
+      const key = issue.path.map(String).join(".") || "(top level)"
+      const value = valueAt(json, issue.path)
+      const shown = issue._tag === "Missing" ? "missing" : describeValue(value)
+      return `key "${key}" = ${shown}: ${issue.message}`
+    })
+    return Either.left(new ConfigError({ file, detail: lines.join("; ") }))
+  }
+  const config = decoded.right
+  if (config.check_timeout_ms > config.down_after_ms) {
+    return Either.left(
+      new ConfigError({
+        file,
+        detail: `key "check_timeout_ms" = ${config.check_timeout_ms}: must not exceed down_after_ms (${config.down_after_ms})`
+      })
+    )
+  }
+  return Either.right({ file, config, warnings })
+}
+
+export class DictatorConfig extends Context.Tag("dictator/Config")<DictatorConfig, LoadedConfig>() {
+  /** Reads and decodes the file; a missing or unreadable file is a ConfigError too. */
+  static load = (file: string) =>
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      const text = yield* fs.readFileString(file).pipe(
+        Effect.mapError(
+          (e) =>
+            new ConfigError({
+              file,
+              detail: `cannot read the file (${e.message}); pass an existing file with --config=PATH`
+            })
+        )
+      )
+      return yield* parseConfig(file, text)
+    })
+
+  static layer = (file: string) => Layer.effect(DictatorConfig, DictatorConfig.load(file))
+
+  static layerValue = (config: DictatorConfigData, file = "(test)") =>
+    Layer.succeed(DictatorConfig, { file, config, warnings: [] })
+
+  /** Defaults merged with `overrides`, decoded through the same Schema (for tests and the demo). */
+  static fromObject = (overrides: Record<string, unknown>): DictatorConfigData =>
+    Schema.decodeUnknownSync(DictatorConfigSchema)(overrides)
+}

@@ -1,0 +1,32 @@
+/**
+ * Every ZooKeeper path the dictator touches is built here, so the layout of DESIGN.md §3 lives in
+ * one place.
+ */
+export interface ServicePaths {
+  readonly service: string
+  readonly master: string
+  readonly members: string
+  readonly member: (name: string) => string
+  readonly elections: string
+  readonly control: string
+  readonly maintenance: string
+}
+
+export const servicePaths = (svcName: string): ServicePaths => {
+  const service = `/services/redis/${svcName}`
+  const members = `${service}/members`
+  return {
+    service,
+    master: `${service}/master`,
+    members,
+    member: (name) => `${members}/${name}`,
+    elections: `/elections/redis/${svcName}`,
+    control: `${service}/control`,
+    maintenance: `${service}/control/maintenance`
+  }
+}
+
+export const parentOf = (path: string): string => {
+  const i = path.lastIndexOf("/")
+  return i <= 0 ? "/" : path.slice(0, i)
+}
