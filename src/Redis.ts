@@ -193,6 +193,17 @@ export const make: RedisService = {
         }),
         (c) => Effect.sync(() => c.disconnect(false))
       )
+      // The first commands would fail while the socket is still opening: wait (bounded) for it.
+      yield* Effect.async<void>((resume) => {
+        if (client.status === "ready") return resume(Effect.void)
+        const done = () => resume(Effect.void)
+        client.once("ready", done)
+        client.once("error", done)
+        return Effect.sync(() => {
+          client.off("ready", done)
+          client.off("error", done)
+        })
+      }).pipe(Effect.timeoutOption(timeout))
 
       const classify = (command: string, e: unknown): RedisFailure => {
         const msg = e instanceof Error ? e.message : String(e)

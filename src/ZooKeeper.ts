@@ -359,7 +359,7 @@ export const make = (options: ZooKeeperOptions) =>
       yield* Effect.logWarning("ZooKeeper session expired: everything it owned is gone; opening a new session")
       client?.close()
       yield* connectWithRetry
-    }).pipe(Effect.forever, Effect.annotateLogs({ fiber: "zk-session" }))
+    }).pipe(Effect.forever, Effect.annotateLogs({ loop: "zk-session" }))
     const loopFiber = yield* Effect.forkIn(sessionLoop, scope)
     yield* Scope.addFinalizer(
       scope,

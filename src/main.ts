@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+/**
+ * The `dictator` executable: parse the command line and the config file (exit 2 with one clear
+ * message when either is wrong), then run the node until SIGTERM/SIGINT.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Either, Layer } from "effect"
+import { readFileSync } from "node:fs"
+import { parseArgs, usage } from "./Cli.js"
+import { DictatorConfig, parseConfig } from "./Config.js"
+import * as Http from "./Http.js"
+import * as Log from "./Log.js"
+import * as Node from "./Node.js"
+import * as Redis from "./Redis.js"
+import { VERSION } from "./Version.js"
+import * as ZooKeeper from "./ZooKeeper.js"
+
+const fail = (message: string): never => {
+  process.stderr.write(`dictator: ${message}\n`)
+  process.exit(2)
+}
+
+const command = parseArgs(process.argv.slice(2))
+if (Either.isLeft(command)) fail(command.left)
+const cmd = Either.getOrThrow(command)
+if (cmd._tag === "Help") {
+  process.stdout.write(usage)
+  process.exit(0)
+}
+if (cmd._tag === "Version") {
+  process.stdout.write(`dictator ${VERSION}\n`)
+  process.exit(0)
+}
+
+let text = ""
+try {
+  text = readFileSync(cmd.config, "utf8")
+} catch (e) {
+  fail(`cannot read configuration file ${cmd.config}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; pass an existing file with --config=PATH`)
+}
+const loaded = parseConfig(cmd.config, text)
+if (Either.isLeft(loaded)) fail(loaded.left.message)
+const { config, warnings } = Either.getOrThrow(loaded)
+
+const zooKeeper = ZooKeeper.layer({
+  hosts: config.zk_hosts,
+  sessionTimeout: `${config.zk_session_timeout_ms} millis`,
+  connectTimeout: `${config.zk_connect_timeout_ms} millis`,
+  requestTimeout: `${Math.max(config.zk_session_timeout_ms, 2000)} millis`
+})
+
+const node = Node.layer.pipe(
+  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, Redis.layer))
+)
+
+const program = Effect.gen(function* () {
+  for (const w of warnings) yield* Effect.logWarning(w)
+  return yield* Layer.launch(Http.layer({ host: config.http_host, port: config.http_port }, node))
+}).pipe(
+  Effect.tapErrorTag("ServeError", (e) =>
+    Effect.logFatal(`cannot serve HTTP on ${config.http_host}:${config.http_port} (${String(e.cause)}); free the port or change http_port`)
+  ),
+  Effect.provide(Log.layer({ format: config.log_format, level: cmd.logLevel ?? config.log_level }))
+)
+
+// Errors are logged above; runMain then exits 1 after the finalizers (znodes, connections) ran.
+NodeRuntime.runMain(program, { disablePrettyLogger: true, disableErrorReporting: true })
