@@ -393,6 +393,15 @@ log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
 log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] - %m%n
 `
 
+// ZooKeeper ≥ 3.8 as shipped by Apache (e.g. Nix) logs through logback instead.
+const LOGBACK = `<configuration>
+  <appender name="CONSOLE" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%d{ISO8601} %-5level [%thread:%logger{0}] - %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="CONSOLE"/></root>
+</configuration>
+`
+
 const zkMode = (clientPort: number): Effect.Effect<"leader" | "follower" | "standalone" | "down"> =>
   tcpExchange(clientPort, "srvr").pipe(
     Effect.map((text) => {
@@ -448,6 +457,8 @@ const prepareZk = (
     yield* writeFile(cfg, lines.join("\n") + "\n")
     const log4j = path.join(dir, "log4j.properties")
     yield* writeFile(log4j, LOG4J)
+    const logback = path.join(dir, "logback.xml")
+    yield* writeFile(logback, LOGBACK)
     const managed = makeManaged({
       label: `zookeeper#${plan.id}:${plan.clientPort}`,
       command: process.env.JAVA ?? "java",
@@ -458,6 +469,7 @@ const prepareZk = (
         "-Xss512k",
         "-Djava.net.preferIPv4Stack=true",
         `-Dlog4j.configuration=file:${log4j}`,
+        `-Dlogback.configurationFile=${logback}`,
         "-Dzookeeper.jmx.log4j.disable=true",
         "-Dzookeeper.admin.enableServer=false",
         "-cp",
