@@ -35,6 +35,7 @@ export type MasterView =
       readonly version: number
       readonly owner: string
       readonly epoch: string
+      readonly epochVersion: number | null
     }
   | {
       readonly _tag: "Present"
@@ -44,16 +45,24 @@ export type MasterView =
       readonly epoch: string
       /** Hex session id of the owning dictator. */
       readonly owner: string
+      /**
+       * Version of the epoch znode bumped by the transaction that created this master znode, or
+       * null when it was not created that way. Removing "this master and no newer one" checks it:
+       * a znode's own version starts at 0 again when it is re-created, so it cannot tell.
+       */
+      readonly epochVersion: number | null
     }
 
 export const encodeMasterRecord = (r: MasterRecord, extra: Record<string, unknown> = {}): Uint8Array =>
   new TextEncoder().encode(JSON.stringify({ host: r.host, port: String(r.port), name: r.name, ...extra }))
 
-export const parseMasterView = (node: Option.Option<ZkNode>): MasterView => {
+/** `epochNode` is the epoch znode read after the master znode: it belongs to it when its last change is the master's creation. */
+export const parseMasterView = (node: Option.Option<ZkNode>, epochNode: Option.Option<ZkNode> = Option.none()): MasterView => {
   if (Option.isNone(node)) return { _tag: "Absent" }
   const { data, stat } = node.value
   const raw = new TextDecoder().decode(data)
-  const common = { version: stat.version, owner: stat.ephemeralOwner, epoch: stat.czxid }
+  const epochVersion = Option.isSome(epochNode) && epochNode.value.stat.mzxid === stat.czxid ? epochNode.value.stat.version : null
+  const common = { version: stat.version, owner: stat.ephemeralOwner, epoch: stat.czxid, epochVersion }
   let json: unknown
   try {
     json = JSON.parse(raw)

@@ -46,7 +46,7 @@ import {
 import { servicePaths } from "./Paths.js"
 import { formatAddress, Redis, type RedisAddress, type RedisConnection, type RedisFailure } from "./Redis.js"
 import { VERSION } from "./Version.js"
-import { ZooKeeper, type SessionInfo } from "./ZooKeeper.js"
+import { ZooKeeper, type SessionInfo, type ZkNode } from "./ZooKeeper.js"
 
 export type Role = "starting" | "master" | "replica" | "candidate" | "fenced" | "disabled" | "waiting" | "handing-over"
 
@@ -167,8 +167,16 @@ export const make = Effect.gen(function* () {
   )
 
   // --- master znode ----------------------------------------------------------------------------
+  const readView = (node: Option.Option<ZkNode>) =>
+    Option.isNone(node)
+      ? Effect.succeed(parseMasterView(node))
+      : zk.get(paths.epoch).pipe(
+          Effect.map((epochNode) => parseMasterView(node, epochNode)),
+          Effect.catchAll(() => Effect.succeed(parseMasterView(node)))
+        )
+
   const masterLoop = zk.watchData(paths.master).pipe(
-    Stream.map(parseMasterView),
+    Stream.mapEffect(readView),
     Stream.runForEach((view) =>
       Effect.gen(function* () {
         if (view._tag === "Malformed") {
@@ -182,6 +190,39 @@ export const make = Effect.gen(function* () {
     ),
     Effect.annotateLogs({ loop: "master-watch" })
   )
+
+  /**
+   * Removes the master znode of `view` and never a newer one: the epoch znode's version is checked
+   * in the same transaction. For a master znode made by another program (no epoch), the czxid is
+   * checked just before a versioned delete: a narrow race, logged.
+   */
+  const removeMaster = (view: Extract<MasterView, { _tag: "Present" | "Malformed" }>) =>
+    Effect.gen(function* () {
+      if (view.epochVersion !== null) {
+        return yield* zk.transaction([
+          { op: "check", path: paths.epoch, version: view.epochVersion },
+          { op: "remove", path: paths.master, version: view.version }
+        ])
+      }
+      const current = yield* zk.get(paths.master)
+      if (Option.isNone(current) || current.value.stat.czxid !== view.epoch) return
+      yield* Effect.logWarning(`master znode epoch ${view.epoch} has no epoch record (made by another program): removing it by version only`)
+      yield* zk.remove(paths.master, view.version)
+    }).pipe(Effect.catchTags({ ZkNoNode: () => Effect.void, ZkBadVersion: () => Effect.void }))
+
+  /** Creates the master znode and bumps the epoch znode in one transaction. */
+  const createMaster = (data: Uint8Array) =>
+    Effect.gen(function* () {
+      const epochExists = Option.isSome(yield* zk.get(paths.epoch))
+      if (!epochExists) {
+        yield* zk.ensurePath(paths.service)
+        yield* zk.create(paths.epoch, new Uint8Array(), "persistent").pipe(Effect.catchTag("ZkNodeExists", () => Effect.void))
+      }
+      yield* zk.transaction([
+        { op: "create", path: paths.master, data, mode: "ephemeral" },
+        { op: "set", path: paths.epoch, data, version: -1 }
+      ])
+    })
 
   // --- member records of the whole service -----------------------------------------------------
   const memberWatchers = yield* FiberMap.make<string>()
@@ -394,31 +435,23 @@ export const make = Effect.gen(function* () {
 
   const promote = (reason: string) =>
     Effect.gen(function* () {
-      const created = yield* zk
-        .create(paths.master, encodeMasterRecord(self, { since: new Date(yield* now).toISOString() }), "ephemeral")
-        .pipe(
-          Effect.catchTag("ZkNoNode", () =>
-            Effect.zipRight(zk.ensurePath(paths.service), zk.create(paths.master, encodeMasterRecord(self), "ephemeral"))
-          ),
-          Effect.map(() => true),
-          Effect.catchTag("ZkNodeExists", () => Effect.succeed(false))
-        )
+      const created = yield* createMaster(encodeMasterRecord(self, { since: new Date(yield* now).toISOString() })).pipe(
+        Effect.map(() => true),
+        Effect.catchTag("ZkNodeExists", () => Effect.succeed(false))
+      )
       if (!created) {
         yield* Effect.logDebug("another candidate created the master znode first; following it")
         return
       }
       yield* Ref.set(owned, true)
-      const node = yield* zk.get(paths.master)
-      const view = parseMasterView(node)
+      const view = yield* Effect.flatMap(zk.get(paths.master), readView)
       yield* SubscriptionRef.set(master, view)
       const result = yield* Effect.either(
         Effect.zipRight(local.replicaOf(null), Effect.zipRight(local.unpause, Ref.set(pausedByUs, false)))
       )
       if (Either.isLeft(result)) {
         yield* Effect.logError(`promotion failed (${result.left.message}): giving the master znode back`)
-        if (view._tag === "Present") {
-          yield* zk.remove(paths.master, view.version).pipe(Effect.catchAll(() => Effect.void))
-        }
+        if (view._tag === "Present") yield* removeMaster(view).pipe(Effect.catchAll(() => Effect.void))
         yield* Ref.set(owned, false)
         return
       }
@@ -509,9 +542,7 @@ export const make = Effect.gen(function* () {
       yield* Effect.logWarning(
         `deposing master ${view.record.name} (epoch ${view.epoch}): unreachable for ${votes.votes} of the other members (${votes.voters.join(", ")}), ${votes.needed} needed`
       )
-      yield* zk.remove(paths.master, view.version).pipe(
-        Effect.catchTags({ ZkNoNode: () => Effect.void, ZkBadVersion: () => Effect.void })
-      )
+      yield* removeMaster(view)
     })
 
   const reconcile = Effect.gen(function* () {
@@ -538,6 +569,7 @@ export const make = Effect.gen(function* () {
       else if (plan._tag === "Fence") yield* Effect.logWarning(`fencing: ${plan.reason}`)
       else if (plan._tag === "Follow") yield* Effect.logInfo(`master is ${plan.master.name} (${formatAddress(plan.master)})`)
       else if (plan._tag === "BeMaster") yield* Effect.logInfo("this node is the master")
+      else if (plan._tag === "ClearStale") yield* Effect.logInfo(`clearing stale master znode: ${plan.reason}; a new election follows`)
       yield* Ref.set(lastPlan, plan)
     }
     if (plan._tag === "Elect") {
@@ -549,18 +581,13 @@ export const make = Effect.gen(function* () {
       case "Resign":
         yield* Effect.logWarning(`resigning as master: ${plan.reason}`)
         yield* applyRedisStep(plan).pipe(Effect.catchAll(() => Effect.void))
-        yield* zk.remove(paths.master, plan.version).pipe(
-          Effect.catchTags({ ZkNoNode: () => Effect.void, ZkBadVersion: () => Effect.void })
-        )
+        if (view._tag === "Present") yield* removeMaster(view)
         yield* Ref.set(owned, false)
         yield* setRole("waiting")
         return
       case "ClearStale":
-        yield* Effect.logInfo(`clearing stale master znode: ${plan.reason}; a new election follows`)
         yield* applyRedisStep(plan)
-        yield* zk.remove(paths.master, plan.version).pipe(
-          Effect.catchTags({ ZkNoNode: () => Effect.void, ZkBadVersion: () => Effect.void })
-        )
+        if (view._tag === "Present") yield* removeMaster(view)
         return
       case "Follow":
         if (view._tag === "Present") yield* depose(view)
@@ -650,9 +677,7 @@ export const make = Effect.gen(function* () {
         yield* Effect.logInfo(`handover: ${caughtUp.value.name} reached offset ${caughtUp.value.offset} >= ${target}`)
       }
       yield* removeOwnMember
-      yield* zk.remove(paths.master, view.version).pipe(
-        Effect.catchTags({ ZkNoNode: () => Effect.void, ZkBadVersion: () => Effect.void })
-      )
+      yield* removeMaster(view)
       yield* Ref.set(owned, false)
       if (others.length === 0) return
       const next = yield* waitFor(

@@ -5,6 +5,8 @@
 export interface ServicePaths {
   readonly service: string
   readonly master: string
+  /** Persistent; its data version is bumped in the same transaction that creates a master znode. */
+  readonly epoch: string
   readonly members: string
   readonly member: (name: string) => string
   readonly elections: string
@@ -18,6 +20,7 @@ export const servicePaths = (svcName: string): ServicePaths => {
   return {
     service,
     master: `${service}/master`,
+    epoch: `${service}/epoch`,
     members,
     member: (name) => `${members}/${name}`,
     elections: `/elections/redis/${svcName}`,

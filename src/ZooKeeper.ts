@@ -39,6 +39,8 @@ export interface ZkStat {
   readonly version: number
   /** Creation zxid as a decimal string: the epoch of a master znode. */
   readonly czxid: string
+  /** Zxid of the last change of the data, as a decimal string. */
+  readonly mzxid: string
   /** Hex session id of the owner of an ephemeral node, "0" for persistent nodes. */
   readonly ephemeralOwner: string
 }
@@ -49,6 +51,13 @@ export interface ZkNode {
 }
 
 export type CreateMode = "persistent" | "ephemeral" | "persistent_sequential" | "ephemeral_sequential"
+
+/** One operation of an atomic multi-op: all apply, or none. */
+export type TxOp =
+  | { readonly op: "create"; readonly path: string; readonly data: Uint8Array; readonly mode: CreateMode }
+  | { readonly op: "set"; readonly path: string; readonly data: Uint8Array; readonly version: number }
+  | { readonly op: "check"; readonly path: string; readonly version: number }
+  | { readonly op: "remove"; readonly path: string; readonly version: number }
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -127,6 +136,10 @@ export interface ZooKeeperService {
   ) => Effect.Effect<ZkStat, ZkNoNode | ZkBadVersion | ZkFailure>
   /** `version` -1 removes whatever version is there. */
   readonly remove: (path: string, version: number) => Effect.Effect<void, ZkNoNode | ZkBadVersion | ZkFailure>
+  /** Applies every op or none (ZooKeeper multi); fails with the error of the first op that failed. */
+  readonly transaction: (
+    ops: ReadonlyArray<TxOp>
+  ) => Effect.Effect<void, ZkNodeExists | ZkNoNode | ZkBadVersion | ZkFailure>
   /** Children of `path`, sorted; empty when `path` does not exist. */
   readonly children: (path: string) => Effect.Effect<ReadonlyArray<string>, ZkFailure>
   /**
@@ -238,6 +251,7 @@ const modeCode = (mode: CreateMode): number =>
 const toStat = (stat: zookeeper.Stat): ZkStat => ({
   version: stat.version,
   czxid: stat.czxid.readBigUInt64BE(0).toString(),
+  mzxid: stat.mzxid.readBigUInt64BE(0).toString(),
   ephemeralOwner: stat.ephemeralOwner.readBigUInt64BE(0).toString(16)
 })
 
@@ -453,6 +467,30 @@ export const make = (options: ZooKeeperOptions) =>
         Effect.catchTag("ZkNodeExists", (e) => Effect.fail(new ZkError({ op: "children", path, reason: e.message })))
       )
 
+    const transaction: ZooKeeperService["transaction"] = (ops) =>
+      request<void, Common | ZkNoNode | ZkNodeExists | ZkBadVersion>(
+        "multi",
+        ops.map((o) => `${o.op} ${o.path}`).join(", "),
+        (c, cb) => {
+          let tx = c.transaction()
+          for (const o of ops) {
+            tx =
+              o.op === "create"
+                ? tx.create(o.path, Buffer.from(o.data), modeCode(o.mode))
+                : o.op === "set"
+                  ? tx.setData(o.path, Buffer.from(o.data), o.version)
+                  : o.op === "check"
+                    ? tx.check(o.path, o.version)
+                    : tx.remove(o.path, o.version)
+          }
+          tx.commit((e) => cb(e))
+        },
+        (e) =>
+          isBadVersion(e)
+            ? new ZkBadVersion({ path: ops.map((o) => o.path).join(", "), version: -1 })
+            : toFailure("multi", ops.map((o) => o.path).join(", "), e)
+      )
+
     const prims: WatchPrimitives = {
       session,
       readAndArm: <A>(kind: "data" | "children", path: string, onChange: () => void) =>
@@ -497,6 +535,7 @@ export const make = (options: ZooKeeperOptions) =>
       get,
       set,
       remove,
+      transaction,
       children,
       watchData: (path) => watchDataStream(prims, path),
       watchChildren: (path) => watchChildrenStream(prims, path)
