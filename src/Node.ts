@@ -489,6 +489,13 @@ export const make = Effect.gen(function* () {
   // --- the controller ---------------------------------------------------------------------------
   const setRole = (r: Role) => Ref.set(role, r)
 
+  /** A fresh read through the server: false when the session is gone or someone else owns the znode. */
+  const confirmOwnership = Effect.gen(function* () {
+    const node = yield* zk.get(paths.master)
+    const session = yield* SubscriptionRef.get(zk.session)
+    return Option.isSome(node) && session.status === "connected" && node.value.stat.ephemeralOwner === session.sessionId
+  }).pipe(Effect.catchAll(() => Effect.succeed(false)))
+
   const applyRedisStep = (plan: Plan) =>
     Effect.gen(function* () {
       const h = yield* SubscriptionRef.get(health)
@@ -511,14 +518,24 @@ export const make = Effect.gen(function* () {
         case "None":
           break
       }
+      // Loosening a fence on a master needs ownership confirmed by the server: after a freeze,
+      // the view (and even the session state) may still be the one from before it.
+      let confirmed: boolean | null = null
+      const stillOwner = Effect.gen(function* () {
+        if (confirmed === null) confirmed = yield* confirmOwnership
+        return confirmed
+      })
       if ((plan._tag === "BeMaster" || plan._tag === "Follow") && (yield* Ref.get(pausedByUs))) {
-        yield* local.unpause
-        yield* Ref.set(pausedByUs, false)
+        if (plan._tag === "Follow" || (yield* stillOwner)) {
+          yield* local.unpause
+          yield* Ref.set(pausedByUs, false)
+        }
       }
       if (plan._tag === "BeMaster") {
         const info = lastInfo(yield* SubscriptionRef.get(health))
         const wanted = minReplicasFor(config.min_replicas_to_write, info?.role === "master" ? info.replicas.length : 0)
-        if ((yield* Ref.get(appliedMinReplicas)) !== wanted) {
+        const applied = yield* Ref.get(appliedMinReplicas)
+        if (applied !== wanted && (applied === null || wanted > applied || (yield* stillOwner))) {
           yield* local.configSet("min-replicas-max-lag", String(config.min_replicas_max_lag))
           yield* local.configSet("min-replicas-to-write", String(wanted))
           yield* Ref.set(appliedMinReplicas, wanted)
