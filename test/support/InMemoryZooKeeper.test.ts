@@ -32,7 +32,7 @@ describe("InMemoryZooKeeper: nodes", () => {
       expect(yield* zk.create("/a/e", bytes("2"), "ephemeral")).toBe("/a/e")
       const a = Option.getOrThrow(yield* zk.get("/a"))
       const e = Option.getOrThrow(yield* zk.get("/a/e"))
-      expect(a.stat).toEqual({ version: 0, czxid: "1", ephemeralOwner: "0" })
+      expect(a.stat).toEqual({ version: 0, czxid: "1", mzxid: "1", ephemeralOwner: "0" })
       expect(e.stat.ephemeralOwner).toBe(ensemble.sessionIdOf(zk))
       expect(BigInt(e.stat.czxid)).toBeGreaterThan(BigInt(a.stat.czxid))
       expect(yield* zk.get("/missing")).toEqual(Option.none())
@@ -82,7 +82,7 @@ describe("InMemoryZooKeeper: nodes", () => {
       yield* zk.create("/n", bytes("a"), "persistent")
       const created = Option.getOrThrow(yield* zk.get("/n")).stat
       const stat = yield* zk.set("/n", bytes("b"), 0)
-      expect(stat).toEqual({ ...created, version: 1 })
+      expect(stat).toEqual({ ...created, version: 1, mzxid: String(BigInt(created.czxid) + 1n) })
       expect(yield* Effect.flip(zk.set("/n", bytes("c"), 0))).toMatchObject({ _tag: "ZkBadVersion", version: 0 })
       expect((yield* zk.set("/n", bytes("c"), -1)).version).toBe(2)
       expect(text(yield* zk.get("/n"))).toEqual(Option.some("c"))
@@ -102,6 +102,51 @@ describe("InMemoryZooKeeper: nodes", () => {
       const error = yield* Effect.flip(zk.remove("/p", -1))
       expect(error._tag).toBe("ZkError")
       expect(error.message).toContain("NOT_EMPTY")
+    }).pipe(Effect.provide(layerTest)))
+})
+
+describe("InMemoryZooKeeper: transactions", () => {
+  it.scoped("a multi applies every op as one transaction: one zxid for all", () =>
+    Effect.gen(function* () {
+      const zk = yield* ZooKeeper
+      yield* zk.ensurePath("/svc/epoch")
+      yield* zk.transaction([
+        { op: "check", path: "/svc/epoch", version: 0 },
+        { op: "create", path: "/svc/master", data: bytes("m1"), mode: "ephemeral" },
+        { op: "set", path: "/svc/epoch", data: bytes(""), version: 0 }
+      ])
+      const master = Option.getOrThrow(yield* zk.get("/svc/master")).stat
+      const epoch = Option.getOrThrow(yield* zk.get("/svc/epoch")).stat
+      expect(epoch.version).toBe(1)
+      expect(epoch.mzxid).toBe(master.czxid)
+      yield* zk.transaction([
+        { op: "remove", path: "/svc/master", version: 0 },
+        { op: "create", path: "/svc/master", data: bytes("m2"), mode: "ephemeral" }
+      ])
+      expect(BigInt(Option.getOrThrow(yield* zk.get("/svc/master")).stat.czxid)).toBeGreaterThan(BigInt(master.czxid))
+    }).pipe(Effect.provide(layerTest)))
+
+  it.scoped("a failed multi changes nothing, fires no watch, and fails like src/ZooKeeper.ts", () =>
+    Effect.gen(function* () {
+      const zk = yield* ZooKeeper
+      const ensemble = yield* TestZooKeeper
+      yield* zk.ensurePath("/svc/epoch")
+      const watched = yield* follow(zk.watchChildren("/svc"))
+      expect(yield* Queue.take(watched)).toEqual(["epoch"])
+      const stale = yield* Effect.flip(
+        zk.transaction([
+          { op: "create", path: "/svc/master", data: bytes(""), mode: "ephemeral" },
+          { op: "set", path: "/svc/epoch", data: bytes(""), version: 3 }
+        ])
+      )
+      expect(stale).toMatchObject({ _tag: "ZkBadVersion", path: "/svc/master, /svc/epoch", version: -1 })
+      const missing = yield* Effect.flip(zk.transaction([{ op: "check", path: "/nope", version: -1 }]))
+      expect(missing).toMatchObject({ _tag: "ZkNoNode", path: "/nope" })
+      expect(ensemble.dump().map((n) => n.path)).toEqual(["/svc", "/svc/epoch"])
+      expect(Option.getOrThrow(ensemble.get("/svc")).stat.version).toBe(0)
+      expect(yield* settle(watched)).toEqual([])
+      // The sequence counter was not consumed either.
+      expect(yield* zk.create("/svc/n_", bytes(""), "persistent_sequential")).toBe("/svc/n_0000000001")
     }).pipe(Effect.provide(layerTest)))
 })
 

@@ -14,7 +14,7 @@
  *   the events of its armed watches are held and delivered when it reconnects (what the real
  *   client gets from SetWatches on reconnection).
  */
-import { Clock, Context, Effect, Layer, Option, Scope, SubscriptionRef } from "effect"
+import { Clock, Context, Effect, Either, Layer, Option, Scope, SubscriptionRef } from "effect"
 import { parentOf } from "../../src/Paths.js"
 import type { CreateMode, SessionInfo, SessionStatus, ZkNode, ZkStat, ZooKeeperService } from "../../src/ZooKeeper.js"
 import {
@@ -37,6 +37,8 @@ interface Znode {
   data: Uint8Array
   version: number
   readonly czxid: bigint
+  /** Zxid of the last data change (the creation at first). */
+  mzxid: bigint
   /** "0" for persistent nodes. */
   readonly ephemeralOwner: string
   /** Bumped on every child creation and deletion: the source of sequence numbers. */
@@ -56,6 +58,12 @@ interface Client {
   expiredWhileAway: boolean
   /** Watch events that fired while disconnected, delivered on reconnection. */
   held: Array<() => void>
+}
+
+/** A write in progress: its zxid, and the watch events to deliver if it commits. */
+interface Tx {
+  readonly zxid: bigint
+  readonly events: Array<readonly ["data" | "children", string]>
 }
 
 interface Watch {
@@ -80,9 +88,6 @@ const utf8 = new TextDecoder()
 /** The real client's error text, so ZkError reasons read the same in tests and production. */
 const zkException = (name: string, code: number, path: string) => `Exception: ${name}[${code}]@${path}`
 
-const validPath = (path: string): boolean =>
-  path === "/" || (path.startsWith("/") && !path.endsWith("/") && !path.includes("//") && !path.includes("\0"))
-
 // ---------------------------------------------------------------------------------------------
 // Ensemble
 
@@ -97,7 +102,8 @@ export class ZkEnsemble {
   private sessionCounter = 0n
 
   constructor() {
-    this.nodes.set("/", { data: new Uint8Array(), version: 0, czxid: 0n, ephemeralOwner: "0", cversion: 0, children: new Set() })
+    const root: Znode = { data: new Uint8Array(), version: 0, czxid: 0n, mzxid: 0n, ephemeralOwner: "0", cversion: 0, children: new Set() }
+    this.nodes.set("/", root)
   }
 
   // -------------------------------------------------------------------------------------------
@@ -279,26 +285,41 @@ export class ZkEnsemble {
 
   /** Server side of a session's end: its watches vanish, its ephemerals are deleted. */
   private endSession(sessionId: string): void {
-    for (const watches of [...this.dataWatches.values(), ...this.childWatches.values()]) {
-      for (const w of watches) if (w.sessionId === sessionId) watches.delete(w)
+    for (const table of [this.dataWatches, this.childWatches]) {
+      for (const [path, watches] of table) {
+        for (const w of watches) if (w.sessionId === sessionId) watches.delete(w)
+        if (watches.size === 0) table.delete(path)
+      }
     }
-    const fired: Array<Watch> = []
     const owned = [...this.nodes.entries()].filter(([, n]) => n.ephemeralOwner === sessionId).map(([p]) => p)
-    if (owned.length > 0) this.zxid += 1n // closeSession is one transaction
-    for (const path of owned) this.deleteNode(path, fired)
-    this.fire(fired)
+    if (owned.length === 0) return
+    // closeSession is one transaction; ephemerals have no children, so any order works.
+    const tx = this.begin()
+    for (const path of owned) this.deleteNode(tx, path)
+    this.commit(tx)
   }
 
-  private takeWatches(table: Map<string, Set<Watch>>, path: string, into: Array<Watch>): void {
-    const set = table.get(path)
-    if (set === undefined) return
-    table.delete(path) // one-shot
-    into.push(...set)
+  // -------------------------------------------------------------------------------------------
+  // Writes. Each runs in a transaction: one zxid for all its ops (a multi is one ZooKeeper
+  // transaction, so the nodes it creates share a czxid), and watch events delivered only once
+  // it commits.
+
+  private begin(): Tx {
+    return { zxid: this.zxid + 1n, events: [] }
   }
 
-  /** Delivers triggered watches, after the mutation is complete. */
-  private fire(watches: ReadonlyArray<Watch>): void {
-    for (const w of watches) {
+  private commit(tx: Tx): void {
+    this.zxid = tx.zxid
+    const fired: Array<Watch> = []
+    for (const [kind, path] of tx.events) {
+      const table = kind === "data" ? this.dataWatches : this.childWatches
+      const watches = table.get(path)
+      if (watches === undefined) continue
+      table.delete(path) // one-shot
+      fired.push(...watches)
+    }
+    // A watch armed for several paths of one transaction (exists + children) fires once.
+    for (const w of new Set(fired)) {
       const c = w.client
       if (c.closed || c.sessionId !== w.sessionId) continue
       if (c.connected) w.trigger()
@@ -306,16 +327,92 @@ export class ZkEnsemble {
     }
   }
 
-  private deleteNode(path: string, fired: Array<Watch>): void {
+  /** Runs `ops` on a copy-on-failure basis: either all apply and commit, or the tree is restored. */
+  private atomically<A, E>(ops: (tx: Tx) => Either.Either<A, E>): Either.Either<A, E> {
+    const saved = new Map([...this.nodes].map(([p, n]) => [p, { ...n, children: new Set(n.children) }]))
+    const tx = this.begin()
+    const result = ops(tx)
+    if (Either.isRight(result)) this.commit(tx)
+    else {
+      this.nodes.clear()
+      for (const [p, n] of saved) this.nodes.set(p, n)
+    }
+    return result
+  }
+
+  private createNode(
+    tx: Tx,
+    sessionId: string,
+    path: string,
+    data: Uint8Array,
+    mode: CreateMode
+  ): Either.Either<string, ZkNodeExists | ZkNoNode | ZkError> {
+    const sequential = mode.endsWith("_sequential")
+    // A sequential path may end with "/": the suffix completes it.
+    checkPath(sequential && path.endsWith("/") ? `${path}0` : path)
+    if (path === "/") return Either.left(new ZkNodeExists({ path }))
+    const parentPath = parentOf(sequential && path.endsWith("/") ? `${path}0` : path)
+    const parent = this.nodes.get(parentPath)
+    if (parent === undefined) return Either.left(new ZkNoNode({ path }))
+    if (parent.ephemeralOwner !== "0") {
+      return Either.left(new ZkError({ op: "create", path, reason: zkException("NO_CHILDREN_FOR_EPHEMERALS", -108, path) }))
+    }
+    const actual = sequential ? `${path}${String(parent.cversion).padStart(10, "0")}` : path
+    if (this.nodes.has(actual)) return Either.left(new ZkNodeExists({ path: actual }))
+    this.nodes.set(actual, {
+      data: data.slice(),
+      version: 0,
+      czxid: tx.zxid,
+      mzxid: tx.zxid,
+      ephemeralOwner: mode.startsWith("ephemeral") ? sessionId : "0",
+      cversion: 0,
+      children: new Set()
+    })
+    parent.children.add(actual.slice(parentPath === "/" ? 1 : parentPath.length + 1))
+    parent.cversion += 1
+    tx.events.push(["data", actual], ["children", parentPath])
+    return Either.right(actual)
+  }
+
+  private setNode(tx: Tx, path: string, data: Uint8Array, version: number): Either.Either<ZkStat, ZkNoNode | ZkBadVersion> {
+    checkPath(path)
+    const n = this.nodes.get(path)
+    if (n === undefined) return Either.left(new ZkNoNode({ path }))
+    if (version !== -1 && version !== n.version) return Either.left(new ZkBadVersion({ path, version }))
+    n.data = data.slice()
+    n.version += 1
+    n.mzxid = tx.zxid
+    tx.events.push(["data", path])
+    return Either.right(statOf(n))
+  }
+
+  private checkNode(path: string, version: number): Either.Either<void, ZkNoNode | ZkBadVersion> {
+    checkPath(path)
+    const n = this.nodes.get(path)
+    if (n === undefined) return Either.left(new ZkNoNode({ path }))
+    if (version !== -1 && version !== n.version) return Either.left(new ZkBadVersion({ path, version }))
+    return Either.void
+  }
+
+  private removeNode(tx: Tx, path: string, version: number): Either.Either<void, ZkNoNode | ZkBadVersion | ZkError> {
+    checkPath(path)
+    if (path === "/") return Either.left(new ZkError({ op: "remove", path, reason: zkException("BAD_ARGUMENTS", -8, path) }))
+    const n = this.nodes.get(path)
+    if (n === undefined) return Either.left(new ZkNoNode({ path }))
+    if (version !== -1 && version !== n.version) return Either.left(new ZkBadVersion({ path, version }))
+    if (n.children.size > 0) return Either.left(new ZkError({ op: "remove", path, reason: zkException("NOT_EMPTY", -111, path) }))
+    this.deleteNode(tx, path)
+    return Either.void
+  }
+
+  private deleteNode(tx: Tx, path: string): void {
     const parentPath = parentOf(path)
     const parent = this.nodes.get(parentPath)!
     this.nodes.delete(path)
     parent.children.delete(path.slice(path.lastIndexOf("/") + 1))
     parent.cversion += 1
     // NodeDeleted reaches data and child watchers of the node; NodeChildrenChanged the parent's.
-    this.takeWatches(this.dataWatches, path, fired)
-    this.takeWatches(this.childWatches, path, fired)
-    this.takeWatches(this.childWatches, parentPath, fired)
+    tx.events.push(["data", path], ["children", path], ["children", parentPath])
   }
 
   private arm(table: Map<string, Set<Watch>>, path: string, client: Client, trigger: () => void): void {
@@ -326,90 +423,93 @@ export class ZkEnsemble {
 
   /** The ZooKeeperService of one client. Every request first checks that the client is connected. */
   private serviceFor(client: Client): ZooKeeperService {
-    const request = <A, E>(op: string, path: string, run: () => Effect.Effect<A, E>) =>
-      Effect.suspend((): Effect.Effect<A, E | ZkConnectionLost> => {
-        if (!validPath(path)) return Effect.dieMessage(`Invalid znode path: ${JSON.stringify(path)}`)
-        if (client.closed || !client.connected) return Effect.fail(new ZkConnectionLost({ op, path }))
-        return run()
-      })
+    const request = <A, E>(op: string, path: string, run: () => Either.Either<A, E>) =>
+      Effect.suspend((): Effect.Effect<A, E | ZkConnectionLost> =>
+        client.closed || !client.connected ? Effect.fail(new ZkConnectionLost({ op, path })) : run()
+      )
+    const single = <A, E>(op: (tx: Tx) => Either.Either<A, E>) => this.atomically(op)
 
     const create: ZooKeeperService["create"] = (path, data, mode) =>
-      Effect.suspend(() => {
-        // A sequential path may end with "/": the suffix completes it.
-        const checked = mode.endsWith("_sequential") && path.endsWith("/") ? `${path}x` : path
-        return request("create", checked, () => this.createNode(client, path, data, mode))
+      request("create", path, () => single((tx) => this.createNode(tx, client.sessionId, path, data, mode)))
+
+    // Like the real client's mkdirp: each missing component is its own create.
+    const ensurePath: ZooKeeperService["ensurePath"] = (path) =>
+      request("mkdirp", path, (): Either.Either<void, ZkError> => {
+        checkPath(path)
+        for (const p of ancestors(path)) {
+          if (this.nodes.has(p)) continue
+          const created = single((tx) => this.createNode(tx, client.sessionId, p, new Uint8Array(), "persistent"))
+          // Only a NO_CHILDREN_FOR_EPHEMERALS can get here: parents come first.
+          if (Either.isLeft(created)) {
+            const e = created.left
+            return Either.left(e._tag === "ZkError" ? e : new ZkError({ op: "mkdirp", path, reason: e.message }))
+          }
+        }
+        return Either.void
       })
 
-    const ensurePath: ZooKeeperService["ensurePath"] = (path) =>
-      request("mkdirp", path, () =>
-        Effect.forEach(
-          ancestors(path),
-          (p) =>
-            this.nodes.has(p)
-              ? Effect.void
-              : this.createNode(client, p, new Uint8Array(), "persistent").pipe(
-                  Effect.catchTag("ZkNodeExists", () => Effect.void),
-                  // Cannot happen (parents come first); kept total for the type.
-                  Effect.catchTag("ZkNoNode", (e) => Effect.fail(new ZkError({ op: "mkdirp", path, reason: e.message })))
-                ),
-          { discard: true }
-        )
-      )
-
-    const get: ZooKeeperService["get"] = (path) => request("get", path, () => Effect.sync(() => this.get(path)))
+    const get: ZooKeeperService["get"] = (path) =>
+      request("get", path, () => {
+        checkPath(path)
+        return Either.right(this.get(path))
+      })
 
     const set: ZooKeeperService["set"] = (path, data, version) =>
-      request("set", path, () =>
-        Effect.suspend((): Effect.Effect<ZkStat, ZkNoNode | ZkBadVersion> => {
-          const n = this.nodes.get(path)
-          if (n === undefined) return Effect.fail(new ZkNoNode({ path }))
-          if (version !== -1 && version !== n.version) return Effect.fail(new ZkBadVersion({ path, version }))
-          this.zxid += 1n
-          n.data = data.slice()
-          n.version += 1
-          const fired: Array<Watch> = []
-          this.takeWatches(this.dataWatches, path, fired)
-          this.fire(fired)
-          return Effect.succeed(statOf(n))
-        })
-      )
+      request("set", path, () => single((tx) => this.setNode(tx, path, data, version)))
 
     const remove: ZooKeeperService["remove"] = (path, version) =>
-      request("remove", path, () =>
-        Effect.suspend((): Effect.Effect<void, ZkNoNode | ZkBadVersion | ZkError> => {
-          if (path === "/") {
-            return Effect.fail(new ZkError({ op: "remove", path, reason: zkException("BAD_ARGUMENTS", -8, path) }))
-          }
-          const n = this.nodes.get(path)
-          if (n === undefined) return Effect.fail(new ZkNoNode({ path }))
-          if (version !== -1 && version !== n.version) return Effect.fail(new ZkBadVersion({ path, version }))
-          if (n.children.size > 0) {
-            return Effect.fail(new ZkError({ op: "remove", path, reason: zkException("NOT_EMPTY", -111, path) }))
-          }
-          this.zxid += 1n
-          const fired: Array<Watch> = []
-          this.deleteNode(path, fired)
-          this.fire(fired)
-          return Effect.void
-        })
+      request("remove", path, () => single((tx) => this.removeNode(tx, path, version)))
+
+    // Errors carry every path of the multi, as src/ZooKeeper.ts reports them (a failed multi does
+    // not tell which op failed there either).
+    const transaction: ZooKeeperService["transaction"] = (ops) => {
+      const paths = ops.map((o) => o.path).join(", ")
+      return request("multi", paths, () =>
+        Either.mapLeft(
+          this.atomically((tx): Either.Either<void, ZkNodeExists | ZkNoNode | ZkBadVersion | ZkError> => {
+            for (const o of ops) {
+              const r: Either.Either<unknown, ZkNodeExists | ZkNoNode | ZkBadVersion | ZkError> =
+                o.op === "create"
+                  ? this.createNode(tx, client.sessionId, o.path, o.data, o.mode)
+                  : o.op === "set"
+                    ? this.setNode(tx, o.path, o.data, o.version)
+                    : o.op === "check"
+                      ? this.checkNode(o.path, o.version)
+                      : this.removeNode(tx, o.path, o.version)
+              if (Either.isLeft(r)) return Either.left(r.left)
+            }
+            return Either.void
+          }),
+          (e): ZkNodeExists | ZkNoNode | ZkBadVersion | ZkError =>
+            e._tag === "ZkBadVersion"
+              ? new ZkBadVersion({ path: paths, version: -1 })
+              : e._tag === "ZkNoNode"
+                ? new ZkNoNode({ path: paths })
+                : e._tag === "ZkNodeExists"
+                  ? new ZkNodeExists({ path: paths })
+                  : new ZkError({ op: "multi", path: paths, reason: e.reason })
+        )
       )
+    }
 
     const children: ZooKeeperService["children"] = (path) =>
-      request("children", path, () => Effect.sync(() => this.children(path)))
+      request("children", path, () => {
+        checkPath(path)
+        return Either.right(this.children(path))
+      })
 
     // Same shape as the real client's: an exists-watch on the path (create/change/delete), plus a
     // child watch when the node exists (child added/removed). Either firing re-reads.
     const prims: WatchPrimitives = {
       session: client.session,
       readAndArm: <A>(kind: "data" | "children", path: string, onChange: () => void) =>
-        request(kind === "data" ? "watch" : "watch-children", path, () =>
-          Effect.sync(() => {
-            this.arm(this.dataWatches, path, client, onChange)
-            if (kind === "data") return this.get(path) as A
-            if (this.nodes.has(path)) this.arm(this.childWatches, path, client, onChange)
-            return this.children(path) as A
-          })
-        )
+        request(kind === "data" ? "watch" : "watch-children", path, (): Either.Either<A, never> => {
+          checkPath(path)
+          this.arm(this.dataWatches, path, client, onChange)
+          if (kind === "data") return Either.right(this.get(path) as A)
+          if (this.nodes.has(path)) this.arm(this.childWatches, path, client, onChange)
+          return Either.right(this.children(path) as A)
+        })
     }
 
     return ZooKeeper.of({
@@ -419,52 +519,24 @@ export class ZkEnsemble {
       get,
       set,
       remove,
+      transaction,
       children,
       watchData: (path) => watchDataStream(prims, path),
       watchChildren: (path) => watchChildrenStream(prims, path)
     })
   }
+}
 
-  private createNode(
-    client: Client,
-    path: string,
-    data: Uint8Array,
-    mode: CreateMode
-  ): Effect.Effect<string, ZkNodeExists | ZkNoNode | ZkError> {
-    return Effect.suspend((): Effect.Effect<string, ZkNodeExists | ZkNoNode | ZkError> => {
-      const parentPath = parentOf(path.endsWith("/") ? `${path}x` : path)
-      const parent = this.nodes.get(parentPath)
-      if (parent === undefined) return Effect.fail(new ZkNoNode({ path }))
-      if (parent.ephemeralOwner !== "0") {
-        return Effect.fail(
-          new ZkError({ op: "create", path, reason: zkException("NO_CHILDREN_FOR_EPHEMERALS", -108, path) })
-        )
-      }
-      const actual = mode.endsWith("_sequential") ? `${path}${String(parent.cversion).padStart(10, "0")}` : path
-      if (this.nodes.has(actual)) return Effect.fail(new ZkNodeExists({ path: actual }))
-      this.zxid += 1n
-      this.nodes.set(actual, {
-        data: data.slice(),
-        version: 0,
-        czxid: this.zxid,
-        ephemeralOwner: mode.startsWith("ephemeral") ? client.sessionId : "0",
-        cversion: 0,
-        children: new Set()
-      })
-      parent.children.add(actual.slice(parentPath === "/" ? 1 : parentPath.length + 1))
-      parent.cversion += 1
-      const fired: Array<Watch> = []
-      this.takeWatches(this.dataWatches, actual, fired)
-      this.takeWatches(this.childWatches, parentPath, fired)
-      this.fire(fired)
-      return Effect.succeed(actual)
-    })
-  }
+/** A bad path is a bug of the caller: the real client throws, which Effect turns into a defect. */
+const checkPath = (path: string): void => {
+  const ok = path === "/" || (path.startsWith("/") && !path.endsWith("/") && !path.includes("//") && !path.includes("\0"))
+  if (!ok) throw new Error(`Invalid znode path: ${JSON.stringify(path)}`)
 }
 
 const statOf = (n: Znode): ZkStat => ({
   version: n.version,
   czxid: n.czxid.toString(),
+  mzxid: n.mzxid.toString(),
   ephemeralOwner: n.ephemeralOwner
 })
 
