@@ -157,6 +157,20 @@ export const parseReplication = (text: string): ReplicationInfo => {
   }
 }
 
+/** Bounds one command: no answer in time is `RedisUnavailable` with reason "timeout". */
+export const withCommandTimeout =
+  (address: string, command: string, timeout: Duration.Duration) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | RedisUnavailable, R> =>
+    Effect.timeoutFail(self, {
+      duration: timeout,
+      onTimeout: () =>
+        new RedisUnavailable({
+          address,
+          reason: "timeout",
+          detail: `${command} got no answer within ${Duration.format(timeout)}`
+        })
+    })
+
 // ---------------------------------------------------------------------------------------------
 // Real implementation (ioredis)
 
@@ -221,15 +235,7 @@ export const make: RedisService = {
 
       const run = <A>(command: string, f: (c: IORedis) => Promise<A>): Effect.Effect<A, RedisFailure> =>
         Effect.tryPromise({ try: () => f(client), catch: (e) => classify(command, e) }).pipe(
-          Effect.timeoutFail({
-            duration: timeout,
-            onTimeout: () =>
-              new RedisUnavailable({
-                address: name,
-                reason: "timeout",
-                detail: `${command} got no answer within ${Duration.format(timeout)}`
-              })
-          })
+          withCommandTimeout(name, command, timeout)
         )
 
       return {

@@ -218,6 +218,18 @@ export const watchStream = <A>(
     return Stream.repeatEffect(step).pipe(Stream.changesWith(same))
   })
 
+/** The whole service from its requests and its watch primitives (real and in-memory alike). */
+export const serviceOf = (
+  requests: Omit<ZooKeeperService, "session" | "watchData" | "watchChildren">,
+  prims: WatchPrimitives
+): ZooKeeperService =>
+  ZooKeeper.of({
+    ...requests,
+    session: prims.session,
+    watchData: (path) => watchDataStream(prims, path),
+    watchChildren: (path) => watchChildrenStream(prims, path)
+  })
+
 export const watchDataStream = (prims: WatchPrimitives, path: string) =>
   watchStream<Option.Option<ZkNode>>(prims, "data", path, sameNode)
 
@@ -528,18 +540,7 @@ export const make = (options: ZooKeeperOptions) =>
             ) as unknown as Effect.Effect<A, ZkFailure>)
     }
 
-    return ZooKeeper.of({
-      session,
-      create,
-      ensurePath,
-      get,
-      set,
-      remove,
-      transaction,
-      children,
-      watchData: (path) => watchDataStream(prims, path),
-      watchChildren: (path) => watchChildrenStream(prims, path)
-    } as ZooKeeperService)
+    return serviceOf({ create, ensurePath, get, set, remove, transaction, children }, prims)
   })
 
 export const layer = (options: ZooKeeperOptions): Layer.Layer<ZooKeeper> => Layer.scoped(ZooKeeper, make(options))

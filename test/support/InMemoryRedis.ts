@@ -17,6 +17,7 @@ import {
   Redis,
   RedisLoading,
   RedisUnavailable,
+  withCommandTimeout,
   sameAddress
 } from "../../src/Redis.js"
 
@@ -405,15 +406,7 @@ export class RedisWorld {
         return Deferred.await(answer)
       })
     }).pipe(
-      Effect.timeoutFail({
-        duration: timeout,
-        onTimeout: () =>
-          new RedisUnavailable({
-            address: name,
-            reason: "timeout",
-            detail: `${command} got no answer within ${Duration.format(timeout)}`
-          })
-      })
+      withCommandTimeout(name, command, timeout)
     )
   }
 

@@ -20,8 +20,7 @@ import type { CreateMode, SessionInfo, SessionStatus, ZkNode, ZkStat, ZooKeeperS
 import {
   ancestors,
   type WatchPrimitives,
-  watchChildrenStream,
-  watchDataStream,
+  serviceOf,
   ZkBadVersion,
   ZkConnectionLost,
   ZkError,
@@ -512,18 +511,7 @@ export class ZkEnsemble {
         })
     }
 
-    return ZooKeeper.of({
-      session: client.session,
-      create,
-      ensurePath,
-      get,
-      set,
-      remove,
-      transaction,
-      children,
-      watchData: (path) => watchDataStream(prims, path),
-      watchChildren: (path) => watchChildrenStream(prims, path)
-    })
+    return serviceOf({ create, ensurePath, get, set, remove, transaction, children }, prims)
   }
 }
 
