@@ -110,7 +110,7 @@ export const make = Effect.gen(function* () {
   /** Unknown at start (a previous run may have paused it): assume paused so the first action lifts it. */
   const pausedByUs = yield* Ref.make(true)
   const handingOver = yield* Ref.make(false)
-  const previousMaster = yield* Ref.make<{ readonly name: string; readonly epoch: string } | null>(null)
+  const previousMaster = yield* Ref.make<{ readonly name: string; readonly epoch: string; readonly address: RedisAddress } | null>(null)
   const appliedMinReplicas = yield* Ref.make<number | null>(null)
   /** One actor changes the local Redis or the master znode at a time. */
   const lock = yield* Effect.makeSemaphore(1)
@@ -183,7 +183,7 @@ export const make = Effect.gen(function* () {
           yield* Effect.logError(`master znode ${paths.master} is malformed (${view.reason}): ${JSON.stringify(view.raw)}; not following it`)
         }
         if (view._tag === "Present") {
-          yield* Ref.set(previousMaster, { name: view.record.name, epoch: view.epoch })
+          yield* Ref.set(previousMaster, { name: view.record.name, epoch: view.epoch, address: view.record })
         }
         yield* SubscriptionRef.set(master, view)
       })
@@ -435,6 +435,7 @@ export const make = Effect.gen(function* () {
 
   const promote = (reason: string) =>
     Effect.gen(function* () {
+      const previous = yield* Ref.get(previousMaster)
       const created = yield* createMaster(encodeMasterRecord(self, { since: new Date(yield* now).toISOString() })).pipe(
         Effect.map(() => true),
         Effect.catchTag("ZkNodeExists", () => Effect.succeed(false))
@@ -458,7 +459,30 @@ export const make = Effect.gen(function* () {
       yield* Effect.logInfo(`promoting: ${reason} (epoch ${view._tag === "Present" ? view.epoch : "?"})`)
       yield* Ref.set(role, "master")
       yield* checkNow
+      if (previous !== null && previous.name !== self.name) {
+        yield* Effect.forkIn(demoteOrphan(previous), scope)
+      }
     })
+
+  /**
+   * The previous master's Redis may outlive its dictator (killed, or stopped without handover):
+   * nobody would ever demote it, and clients still connected to it could keep writing. When its
+   * node is no longer a member, the new master turns it into its replica, as Sentinel would.
+   */
+  const demoteOrphan = (previous: { readonly name: string; readonly address: RedisAddress }) =>
+    Effect.gen(function* () {
+      if ((yield* SubscriptionRef.get(members)).has(previous.name)) return
+      const conn = yield* peer(previous.address)
+      const info = yield* conn.replication
+      if (info.role !== "master") return
+      yield* Effect.logWarning(
+        `old master ${previous.name} (${formatAddress(previous.address)}) has no dictator any more: making its Redis a replica of this node`
+      )
+      yield* conn.replicaOf(self)
+    }).pipe(
+      Effect.catchAll((e) => Effect.logDebug(`old master ${previous.name} not demoted: ${e.message}`)),
+      Effect.annotateLogs({ loop: "demote-orphan" })
+    )
 
   let lastElectionNote = ""
   const electOnce = Effect.gen(function* () {
