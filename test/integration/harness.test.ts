@@ -2,11 +2,19 @@
  * The real-server harness itself: ZooKeeper (standalone and ensemble) and redis-server come up,
  * can be killed and restarted, and are gone once their scope closes.
  */
-import { existsSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Option, Scope } from "effect"
-import { freePort, readMaster, redisServer, waitUntil, zooKeeper, zooKeeperEnsemble } from "../support/servers.js"
+import {
+  dictator,
+  freePort,
+  readMaster,
+  redisServer,
+  waitUntil,
+  zooKeeper,
+  zooKeeperEnsemble
+} from "../support/servers.js"
 
 /** True when something accepts TCP connections on 127.0.0.1:port. */
 const accepts = (port: number): Effect.Effect<boolean> =>
@@ -112,6 +120,44 @@ describe("harness", () => {
       yield* redis.stop
       expect(yield* redis.running).toBe(false)
       expect(yield* redis.exitCode).toBe(0)
+    })
+  )
+
+  it.scopedLive("dictator(): config file, /ping, /status, master znode, stop and start", () =>
+    Effect.gen(function* () {
+      const zk = yield* zooKeeper({ tickTime: 500 })
+      const redis = yield* redisServer()
+      const d = yield* dictator({
+        name: "solo",
+        svc: "harness",
+        zkHosts: [zk.connectString],
+        redisPort: redis.port,
+        // A lone master has no replica to hand over to: do not wait for one on stop.
+        extra: { handover_timeout_ms: 0 },
+        node: { priority: 50 }
+      })
+      const config = JSON.parse(readFileSync(d.configPath, "utf8")) as Record<string, unknown>
+      expect(config).toMatchObject({
+        svc_name: "harness",
+        http_port: d.httpPort,
+        http_host: "127.0.0.1",
+        zk_hosts: [zk.connectString],
+        handover_timeout_ms: 0,
+        node: { name: "solo", host: "127.0.0.1", port: redis.port, priority: 50 }
+      })
+      expect((yield* d.http("/ping")).status).toBe(200)
+      expect(typeof (yield* d.status)).toBe("object")
+
+      const master = yield* waitUntil("solo to own the master znode", readMaster([zk.connectString], "harness"), {
+        timeout: "30 seconds"
+      })
+      expect(master).toMatchObject({ name: "solo", host: "127.0.0.1", port: redis.port })
+      expect(JSON.parse(master.raw)).toMatchObject({ port: String(redis.port) })
+
+      yield* d.stop
+      expect(yield* d.running).toBe(false)
+      yield* d.start
+      expect((yield* d.http("/ping")).status).toBe(200)
     })
   )
 

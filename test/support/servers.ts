@@ -16,6 +16,9 @@
  * - `JAVA`: the java binary (default `java`); `REDIS_SERVER`: the redis-server binary.
  * - `DICTATOR_MAIN`: the dictator entry point (default `<repo>/dist/src/main.js`).
  * - `HARNESS_ECHO=1`: also copy every child's output, line-prefixed, to this process's stderr.
+ * - `HARNESS_DETACH=1`: spawn children in their own process group, so a terminal's Ctrl-C reaches
+ *   only this process, which then stops them in order (the demo sets it). Default: same group,
+ *   so a Ctrl-C on vitest also reaches every server directly.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, readFileSync } from "node:fs"
@@ -203,7 +206,7 @@ const makeManaged = (spec: ProcessSpec): Managed => {
         cwd: spec.cwd,
         env: spec.env ?? process.env,
         stdio: ["ignore", "pipe", "pipe"],
-        detached: false
+        detached: process.env.HARNESS_DETACH === "1"
       })
     } catch (e) {
       return Effect.fail(harnessError(`${spec.label}: cannot spawn ${spec.command}: ${errorText(e)}. ${spec.hint}`))
@@ -683,15 +686,16 @@ export const repoRoot = (): string => {
   }
 }
 
-/** One HTTP request to 127.0.0.1:port (≤ 5 s, no keep-alive). */
+/** One HTTP request to 127.0.0.1:port (≤ timeoutMs, default 5 s; no keep-alive). */
 export const httpRequest = (
   port: number,
   urlPath: string,
-  method: "GET" | "POST" = "GET"
+  method: "GET" | "POST" = "GET",
+  timeoutMs = 5000
 ): Effect.Effect<{ status: number; body: string }, HarnessError> =>
   Effect.async<{ status: number; body: string }, HarnessError>((resume) => {
     const req = http.request(
-      { host: "127.0.0.1", port, path: urlPath, method, agent: false, timeout: 5000, headers: { connection: "close" } },
+      { host: "127.0.0.1", port, path: urlPath, method, agent: false, timeout: timeoutMs, headers: { connection: "close" } },
       (res) => {
         let body = ""
         res.setEncoding("utf8")
@@ -700,7 +704,7 @@ export const httpRequest = (
         res.on("error", (e) => resume(Effect.fail(harnessError(`${method} ${urlPath} on :${port}: ${e.message}`))))
       }
     )
-    req.on("timeout", () => req.destroy(new Error("timed out after 5s")))
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
     req.on("error", (e) => resume(Effect.fail(harnessError(`${method} ${urlPath} on :${port}: ${e.message}`))))
     req.end()
     return Effect.sync(() => req.destroy())
@@ -726,7 +730,7 @@ export const dictator = (opts: {
       return yield* Effect.fail(harnessError(`${main} does not exist: run \`npm run build\` first`))
     }
     const httpPort = opts.httpPort ?? (yield* freePort)
-    const dir = yield* tempDir(`dictator-${opts.name}`)
+    const dir = yield* tempDir(`node-${opts.name}`)
     const config = {
       svc_name: opts.svc,
       log_level: opts.logLevel ?? "INFO",
@@ -754,7 +758,7 @@ export const dictator = (opts: {
       args: [main, `--config=${configPath}`],
       cwd: dir,
       env,
-      ready: httpCall("/ping").pipe(
+      ready: httpRequest(httpPort, "/ping", "GET", 1000).pipe(
         Effect.map((r) => r.status === 200),
         Effect.orElseSucceed(() => false)
       ),
