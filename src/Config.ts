@@ -6,6 +6,9 @@
 import { FileSystem } from "@effect/platform"
 import { Context, Data, Effect, Either, Layer, ParseResult, Schema } from "effect"
 
+/** A message that also replaces the base type's ("Expected number, actual ..."): one wording per key. */
+const msg = (message: string) => ({ message, override: true })
+
 export const LogLevelName = Schema.transform(
   Schema.String,
   Schema.Literal("DEBUG", "INFO", "WARN", "ERROR", "FATAL"),
@@ -18,29 +21,29 @@ export const LogLevelName = Schema.transform(
     },
     encode: (s) => s
   }
-).annotations({ identifier: "LogLevel", message: () => "must be one of DEBUG, INFO, WARN, ERROR, FATAL" })
+).annotations({ identifier: "LogLevel", message: () => msg("must be one of DEBUG, INFO, WARN, ERROR, FATAL") })
 export type LogLevelName = typeof LogLevelName.Type
 
 const Port = Schema.Int.pipe(Schema.between(1, 65535)).annotations({
-  message: () => "must be an integer port between 1 and 65535"
+  message: () => msg("must be an integer port between 1 and 65535")
 })
 
 const Millis = (min: number, max: number) =>
   Schema.Int.pipe(Schema.between(min, max)).annotations({
-    message: () => `must be an integer number of milliseconds between ${min} and ${max}`
+    message: () => msg(`must be an integer number of milliseconds between ${min} and ${max}`)
   })
 
 const NonEmptyTrimmed = Schema.NonEmptyTrimmedString.annotations({
-  message: () => "must be a non-empty string without surrounding spaces"
+  message: () => msg("must be a non-empty string without surrounding spaces")
 })
 
 /** Service and node names become znode names: keep them to what a znode and a log line take. */
 const ZnodeName = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/)).annotations({
-  message: () => "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+  message: () => msg("must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
 })
 
 const ZkHost = Schema.String.pipe(Schema.pattern(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$/)).annotations({
-  message: () => 'must be "host" or "host:port"'
+  message: () => msg('must be "host" or "host:port"')
 })
 
 export const NodeConfig = Schema.Struct({
@@ -50,14 +53,14 @@ export const NodeConfig = Schema.Struct({
   /** Seconds to wait for the local Redis to be up and done LOADING before taking part. */
   loading_timeout: Schema.optionalWith(
     Schema.Number.pipe(Schema.between(0, 86400)).annotations({
-      message: () => "must be a number of seconds between 0 and 86400"
+      message: () => msg("must be a number of seconds between 0 and 86400")
     }),
     { default: () => 30 }
   ),
   /** As Redis's replica-priority: lower is preferred, 0 never becomes master. */
   priority: Schema.optionalWith(
     Schema.Int.pipe(Schema.between(0, 1000000)).annotations({
-      message: () => "must be an integer between 0 (never master) and 1000000"
+      message: () => msg("must be an integer between 0 (never master) and 1000000")
     }),
     { default: () => 100 }
   )
@@ -67,14 +70,14 @@ export const DictatorConfigSchema = Schema.Struct({
   svc_name: Schema.optionalWith(ZnodeName, { default: () => "default" }),
   log_level: Schema.optionalWith(LogLevelName, { default: () => "INFO" as const }),
   log_format: Schema.optionalWith(
-    Schema.Literal("logfmt", "json").annotations({ message: () => 'must be "logfmt" or "json"' }),
+    Schema.Literal("logfmt", "json").annotations({ message: () => msg('must be "logfmt" or "json"') }),
     { default: () => "logfmt" as const }
   ),
   http_port: Schema.optionalWith(Port, { default: () => 8000 }),
   /** The original listened on every interface. */
   http_host: Schema.optionalWith(NonEmptyTrimmed, { default: () => "0.0.0.0" }),
   zk_hosts: Schema.optionalWith(
-    Schema.NonEmptyArray(ZkHost).annotations({ message: () => 'must be a non-empty array of "host" or "host:port"' }),
+    Schema.NonEmptyArray(ZkHost).annotations({ message: () => msg('must be a non-empty array of "host" or "host:port"') }),
     { default: () => ["localhost:2181"] as const }
   ),
   /** Requested ZooKeeper session timeout; the server clamps it to [2, 20] × its tickTime. */
@@ -97,15 +100,18 @@ export const DictatorConfigSchema = Schema.Struct({
    * an old master cut off from its replicas stops acknowledging writes. 0 disables it.
    */
   min_replicas_to_write: Schema.optionalWith(
-    Schema.Int.pipe(Schema.between(0, 100)).annotations({ message: () => "must be an integer between 0 and 100" }),
+    Schema.Int.pipe(Schema.between(0, 100)).annotations({ message: () => msg("must be an integer between 0 and 100") }),
     { default: () => 1 }
   ),
   /** `min-replicas-max-lag` in seconds, with min_replicas_to_write. */
   min_replicas_max_lag: Schema.optionalWith(
-    Schema.Int.pipe(Schema.between(1, 3600)).annotations({ message: () => "must be an integer number of seconds between 1 and 3600" }),
+    Schema.Int.pipe(Schema.between(1, 3600)).annotations({ message: () => msg("must be an integer number of seconds between 1 and 3600") }),
     { default: () => 2 }
   ),
-  node: Schema.optionalWith(NodeConfig, { default: () => Schema.decodeSync(NodeConfig)({}) })
+  node: Schema.optionalWith(
+    NodeConfig,
+    { default: () => Schema.decodeSync(NodeConfig)({}) }
+  )
 })
 
 export type DictatorConfigData = typeof DictatorConfigSchema.Type
@@ -161,13 +167,17 @@ export const parseConfig = (file: string, text: string): Either.Either<LoadedCon
   }
   const decoded = Schema.decodeUnknownEither(DictatorConfigSchema, { onExcessProperty: "ignore", errors: "all" })(json)
   if (Either.isLeft(decoded)) {
-    const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)
-    const lines = issues.map((issue) => {
+    // An optional key is `T | undefined` on the input side: drop the "undefined" branch's noise.
+    const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left).filter(
+      (issue) => !issue.message.startsWith("Expected undefined")
+    )
+    const lines = [...new Set(issues.map((issue) => {
       const key = issue.path.map(String).join(".") || "(top level)"
       const value = valueAt(json, issue.path)
       const shown = issue._tag === "Missing" ? "missing" : describeValue(value)
-      return `key "${key}" = ${shown}: ${issue.message}`
-    })
+      const what = issue.message.startsWith("Expected Struct") ? "must be a JSON object" : issue.message
+      return `key "${key}" = ${shown}: ${what}`
+    }))]
     return Either.left(new ConfigError({ file, detail: lines.join("; ") }))
   }
   const config = decoded.right
