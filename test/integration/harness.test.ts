@@ -39,6 +39,24 @@ describe("harness", () => {
     })
   )
 
+  it.live("waitUntil: probe errors are 'not yet'; a timeout names what was awaited", () =>
+    Effect.gen(function* () {
+      let calls = 0
+      const probe = Effect.suspend(() => {
+        calls++
+        return calls < 3 ? Effect.fail("boom") : Effect.succeed(Option.some(calls))
+      })
+      expect(yield* waitUntil("three calls", probe, { interval: "10 millis" })).toBe(3)
+
+      const error = yield* Effect.flip(
+        waitUntil("the impossible", Effect.fail(new Error("never")), { timeout: "300 millis", interval: "20 millis" })
+      )
+      expect(error._tag).toBe("HarnessError")
+      expect(error.message).toContain("the impossible")
+      expect(error.message).toContain("never")
+    })
+  )
+
   it.scopedLive("standalone ZooKeeper: mode, readMaster of a missing znode", () =>
     Effect.gen(function* () {
       const zk = yield* zooKeeper({ tickTime: 500 })

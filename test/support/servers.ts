@@ -21,7 +21,7 @@
  *   so a Ctrl-C on vitest also reaches every server directly.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readFileSync, rmSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as http from "node:http"
 import * as net from "node:net"
@@ -135,7 +135,9 @@ export interface ManagedProcess {
 }
 
 const liveChildren = new Set<ChildProcess>()
+const liveDirs = new Set<string>()
 let exitHookInstalled = false
+/** Last resort when the process exits without closing its scopes: SIGKILL children, remove temp dirs. */
 const installExitHook = () => {
   if (exitHookInstalled) return
   exitHookInstalled = true
@@ -145,6 +147,13 @@ const installExitHook = () => {
         child.kill("SIGKILL")
       } catch {
         // already gone
+      }
+    }
+    for (const dir of liveDirs) {
+      try {
+        rmSync(dir, { recursive: true, force: true, maxRetries: 2 })
+      } catch {
+        // best effort
       }
     }
   })
@@ -312,10 +321,19 @@ const makeManaged = (spec: ProcessSpec): Managed => {
 const tempDir = (prefix: string): Effect.Effect<string, HarnessError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
-      try: () => fs.mkdtemp(path.join(os.tmpdir(), `dictator-${prefix}-`)),
+      try: async () => {
+        installExitHook()
+        const dir = await fs.mkdtemp(path.join(os.tmpdir(), `dictator-${prefix}-`))
+        liveDirs.add(dir)
+        return dir
+      },
       catch: (e) => harnessError(`cannot create a temp dir: ${errorText(e)}`)
     }),
-    (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true })).pipe(Effect.ignore)
+    (dir) =>
+      Effect.tryPromise(() => fs.rm(dir, { recursive: true, force: true, maxRetries: 3 })).pipe(
+        Effect.ignore,
+        Effect.ensuring(Effect.sync(() => liveDirs.delete(dir)))
+      )
   )
 
 const writeFile = (file: string, text: string): Effect.Effect<void, HarnessError> =>
