@@ -5,10 +5,10 @@
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Deferred, Effect, Layer, Option } from "effect"
 import { createServer } from "node:http"
 import type { HealthState, MasterView } from "./Decision.js"
-import { DictatorNode, type NodeStatus } from "./Node.js"
+import { DictatorNode, type DictatorNodeService, type NodeStatus } from "./Node.js"
 import { formatAddress } from "./Redis.js"
 
 const masterJson = (m: MasterView | null) =>
@@ -72,46 +72,65 @@ const wantsJson = Effect.map(HttpServerRequest.HttpServerRequest, (req) => {
   return url.searchParams.get("format") === "json" || (req.headers["accept"] ?? "").includes("application/json")
 })
 
-const both = (path: `/${string}`, handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, DictatorNode | HttpServerRequest.HttpServerRequest>) =>
-  (router: HttpRouter.HttpRouter<never, DictatorNode>) =>
+/** The node, once built: until then (ZooKeeper still connecting) the API answers 503 "starting". */
+export type NodeReady = Effect.Effect<Option.Option<DictatorNodeService>>
+
+const withNode = (
+  ready: NodeReady,
+  use: (node: DictatorNodeService) => Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>
+) =>
+  Effect.flatMap(ready, (node) =>
+    Option.isSome(node) ? use(node.value) : Effect.succeed(HttpServerResponse.text("starting\n", { status: 503 }))
+  )
+
+const both =
+  (path: `/${string}`, handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>) =>
+  (router: HttpRouter.HttpRouter) =>
     router.pipe(HttpRouter.get(path, handler), HttpRouter.post(path, handler))
 
-export const router = HttpRouter.empty.pipe(
-  both("/ping", HttpServerResponse.text("PONG\n")),
-  both(
-    "/status",
-    Effect.gen(function* () {
-      const status = yield* Effect.flatMap(DictatorNode, (n) => n.status)
-      return (yield* wantsJson)
-        ? yield* HttpServerResponse.json(statusJson(status)).pipe(Effect.orDie)
-        : HttpServerResponse.text(statusText(status))
-    })
-  ),
-  both(
-    "/enable",
-    Effect.flatMap(DictatorNode, (n) => n.enable).pipe(
-      Effect.map((changed) => HttpServerResponse.text(changed ? "enabled\n" : "already enabled\n"))
-    )
-  ),
-  both(
-    "/disable",
-    Effect.flatMap(DictatorNode, (n) => n.disable).pipe(
-      Effect.map((changed) => HttpServerResponse.text(changed ? "disabled\n" : "already disabled\n"))
+export const router = (ready: NodeReady) =>
+  HttpRouter.empty.pipe(
+    both("/ping", HttpServerResponse.text("PONG\n")),
+    both(
+      "/status",
+      withNode(ready, (node) =>
+        Effect.gen(function* () {
+          const status = yield* node.status
+          return (yield* wantsJson)
+            ? yield* HttpServerResponse.json(statusJson(status)).pipe(Effect.orDie)
+            : HttpServerResponse.text(statusText(status))
+        })
+      )
+    ),
+    both(
+      "/enable",
+      withNode(ready, (node) =>
+        Effect.map(node.enable, (changed) => HttpServerResponse.text(changed ? "enabled\n" : "already enabled\n"))
+      )
+    ),
+    both(
+      "/disable",
+      withNode(ready, (node) =>
+        Effect.map(node.disable, (changed) => HttpServerResponse.text(changed ? "disabled\n" : "already disabled\n"))
+      )
     )
   )
-)
 
 /**
- * Serves the API for `node`. The port is bound before `node` is built, so a taken port stops the
- * program before it joins the election.
+ * Serves the API, then builds `node`: a taken port stops the program before it joins the
+ * election, and the API answers (503 "starting") while ZooKeeper is still out of reach.
  */
-export const layer = <E, R>(
-  options: { readonly host: string; readonly port: number },
-  node: Layer.Layer<DictatorNode, E, R>
-) =>
-  router.pipe(
-    HttpServer.serve(),
-    Layer.provide(
-      Layer.provideMerge(node, NodeHttpServer.layer(() => createServer(), { host: options.host, port: options.port }))
-    )
+export const layer = <E, R>(options: { readonly host: string; readonly port: number }, node: Layer.Layer<DictatorNode, E, R>) =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const built = yield* Deferred.make<DictatorNodeService>()
+      const serve = router(Deferred.poll(built).pipe(Effect.flatMap(Effect.transposeOption))).pipe(
+        HttpServer.serve(),
+        Layer.provide(NodeHttpServer.layer(() => createServer(), { host: options.host, port: options.port }))
+      )
+      const publish = Layer.effectDiscard(Effect.flatMap(DictatorNode, (n) => Deferred.succeed(built, n))).pipe(
+        Layer.provide(node)
+      )
+      return Layer.provide(publish, serve)
+    })
   )

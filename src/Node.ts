@@ -637,11 +637,12 @@ export const make = Effect.gen(function* () {
         break
     }
     yield* applyRedisStep(plan)
+    const redisUp = isUp(yield* SubscriptionRef.get(health))
     yield* setRole(
       plan._tag === "BeMaster"
         ? "master"
         : plan._tag === "Follow"
-          ? "replica"
+          ? redisUp ? "replica" : "waiting"
           : plan._tag === "Fence"
             ? "fenced"
             : plan._tag === "Elect"

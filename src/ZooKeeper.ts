@@ -353,6 +353,7 @@ export const make = (options: ZooKeeperOptions) =>
       )
 
     const connectWithRetry = Effect.gen(function* () {
+      yield* Effect.logInfo(`connecting to ZooKeeper ${connectString}`)
       let attempt = 0
       const c = yield* Effect.suspend(() => connectOnce(++attempt)).pipe(
         Effect.retry(reconnectSchedule),
