@@ -1,0 +1,269 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Either } from "effect"
+import type { DictatorConfigData, LoadedConfig } from "../src/Config.js"
+import { ConfigError, parseConfig } from "../src/Config.js"
+
+const FILE = "/etc/dictator/dictator.conf"
+
+const defaults: DictatorConfigData = {
+  // DESIGN.md §4: the original's defaults
+  svc_name: "default",
+  log_level: "INFO",
+  http_port: 8000,
+  zk_hosts: ["localhost:2181"],
+  node: { name: "local", host: "localhost", port: 6379, loading_timeout: 30, priority: 100 },
+  // new keys (README.md)
+  log_format: "logfmt",
+  http_host: "0.0.0.0",
+  zk_session_timeout_ms: 6000,
+  zk_connect_timeout_ms: 3000,
+  check_interval_ms: 100,
+  check_timeout_ms: 250,
+  down_after_ms: 1000,
+  election_step_ms: 150,
+  fence_after_ms: 1000,
+  handover_timeout_ms: 3000,
+  min_replicas_to_write: 1,
+  min_replicas_max_lag: 2
+}
+
+const ok = (text: string, file = FILE): LoadedConfig => {
+  const r = parseConfig(file, text)
+  if (Either.isLeft(r)) throw new Error(`expected a valid config, got: ${r.left.message}`)
+  return r.right
+}
+
+const err = (text: string, file = FILE): ConfigError => {
+  const r = parseConfig(file, text)
+  if (Either.isRight(r)) throw new Error(`expected a ConfigError, got: ${JSON.stringify(r.right.config)}`)
+  expect(r.left).toBeInstanceOf(ConfigError)
+  expect(r.left._tag).toBe("ConfigError")
+  expect(r.left.file).toBe(file)
+  return r.left
+}
+
+describe("parseConfig: valid files", () => {
+  it("decodes the original seed config with every default", () => {
+    const seed = `{"svc_name":"default","log_level":"INFO","zk_hosts":["127.0.0.1"],"node":{"name":"local","host":"127.0.0.1","port":6379}}`
+    const loaded = ok(seed)
+    expect(loaded.file).toBe(FILE)
+    expect(loaded.warnings).toEqual([])
+    expect(loaded.config).toEqual({
+      ...defaults,
+      zk_hosts: ["127.0.0.1"],
+      node: { ...defaults.node, host: "127.0.0.1" }
+    })
+  })
+
+  it("decodes the DESIGN.md §4 example", () => {
+    const text = `{ "svc_name": "default", "log_level": "INFO", "http_port": 8000, "zk_hosts": ["127.0.0.1"],
+      "node": { "name": "local", "host": "127.0.0.1", "port": 6379, "loading_timeout": 30 } }`
+    expect(ok(text)).toEqual({
+      file: FILE,
+      warnings: [],
+      config: { ...defaults, zk_hosts: ["127.0.0.1"], node: { ...defaults.node, host: "127.0.0.1" } }
+    })
+  })
+
+  it("gives every default for {}", () => {
+    expect(ok("{}")).toEqual({ file: FILE, config: defaults, warnings: [] })
+  })
+
+  it("gives the node defaults for an empty node object", () => {
+    expect(ok(`{"node": {}}`).config.node).toEqual(defaults.node)
+  })
+
+  it("keeps every explicit value", () => {
+    const all = {
+      svc_name: "cache-1.eu_west",
+      log_level: "ERROR",
+      log_format: "json",
+      http_port: 1,
+      http_host: "127.0.0.1",
+      zk_hosts: ["zk1:2181", "zk2", "[::1]:2182", "10.0.0.9:65535"],
+      zk_session_timeout_ms: 120000,
+      zk_connect_timeout_ms: 100,
+      check_interval_ms: 10,
+      check_timeout_ms: 10000,
+      down_after_ms: 10000,
+      election_step_ms: 0,
+      fence_after_ms: 0,
+      handover_timeout_ms: 60000,
+      min_replicas_to_write: 0,
+      min_replicas_max_lag: 3600,
+      node: { name: "redis-1", host: "db1.example", port: 65535, loading_timeout: 0.5, priority: 0 }
+    }
+    expect(ok(JSON.stringify(all)).config).toEqual(all)
+  })
+
+  it.each([
+    ["INFO", "INFO"],
+    ["info", "INFO"],
+    ["Debug", "DEBUG"],
+    ["debug", "DEBUG"],
+    ["WARN", "WARN"],
+    ["warn", "WARN"],
+    ["WARNING", "WARN"],
+    ["warning", "WARN"],
+    ["Error", "ERROR"],
+    ["fatal", "FATAL"],
+    [" info ", "INFO"]
+  ])("log_level %j is %s", (given, level) => {
+    expect(ok(JSON.stringify({ log_level: given })).config.log_level).toBe(level)
+  })
+
+  it("warns about unknown top-level and node keys, naming the key and the file", () => {
+    const file = "/tmp/my dictator.conf"
+    const loaded = ok(`{"svc_name":"s","colour":"blue","zk_timeout":5,"node":{"name":"n","hostname":"x","Port":1}}`, file)
+    expect(loaded.config.svc_name).toBe("s")
+    expect(loaded.config.node).toEqual({ ...defaults.node, name: "n" })
+    expect(loaded.warnings).toEqual([
+      `unknown key "colour" in ${file} is ignored`,
+      `unknown key "zk_timeout" in ${file} is ignored`,
+      `unknown key "node.hostname" in ${file} is ignored`,
+      `unknown key "node.Port" in ${file} is ignored`
+    ])
+  })
+
+  it("accepts check_timeout_ms equal to down_after_ms", () => {
+    expect(ok(`{"check_timeout_ms": 500, "down_after_ms": 500}`).config).toMatchObject({
+      check_timeout_ms: 500,
+      down_after_ms: 500
+    })
+  })
+})
+
+describe("parseConfig: bad values", () => {
+  const PORT = "must be an integer port between 1 and 65535"
+  const NAME = "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+  const HOSTS = 'must be a non-empty array of "host" or "host:port"'
+  const cases: ReadonlyArray<{
+    readonly name: string
+    readonly text: string
+    /** The whole message after `invalid configuration FILE: `: key path, value, what is allowed. */
+    readonly detail: string
+  }> = [
+    { name: "http_port 0", text: `{"http_port": 0}`, detail: `key "http_port" = 0: ${PORT}` },
+    { name: "http_port 70000", text: `{"http_port": 70000}`, detail: `key "http_port" = 70000: ${PORT}` },
+    { name: "http_port 80.5", text: `{"http_port": 80.5}`, detail: `key "http_port" = 80.5: ${PORT}` },
+    { name: `http_port "80"`, text: `{"http_port": "80"}`, detail: `key "http_port" = "80": ${PORT}` },
+    { name: "http_port null", text: `{"http_port": null}`, detail: `key "http_port" = null: ${PORT}` },
+    { name: "zk_hosts []", text: `{"zk_hosts": []}`, detail: `key "zk_hosts" = []: ${HOSTS}` },
+    { name: `zk_hosts "x"`, text: `{"zk_hosts": "x"}`, detail: `key "zk_hosts" = "x": ${HOSTS}` },
+    { name: `zk_hosts ["bad host!"]`, text: `{"zk_hosts": ["bad host!"]}`, detail: `key "zk_hosts" = ["bad host!"]: ${HOSTS}` },
+    {
+      name: "zk_hosts with one bad host among good ones",
+      text: `{"zk_hosts": ["zk1:2181", "zk2:123456"]}`,
+      detail: `key "zk_hosts" = ["zk1:2181","zk2:123456"]: ${HOSTS}`
+    },
+    { name: "zk_hosts [5]", text: `{"zk_hosts": [5]}`, detail: `key "zk_hosts" = [5]: ${HOSTS}` },
+    { name: "node.port -1", text: `{"node": {"port": -1}}`, detail: `key "node.port" = -1: ${PORT}` },
+    { name: "node.port 0", text: `{"node": {"port": 0}}`, detail: `key "node.port" = 0: ${PORT}` },
+    { name: `node.port "6379"`, text: `{"node": {"port": "6379"}}`, detail: `key "node.port" = "6379": ${PORT}` },
+    {
+      name: "node.priority -1",
+      text: `{"node": {"priority": -1}}`,
+      detail: `key "node.priority" = -1: must be an integer between 0 (never master) and 1000000`
+    },
+    {
+      name: "node.loading_timeout -1",
+      text: `{"node": {"loading_timeout": -1}}`,
+      detail: `key "node.loading_timeout" = -1: must be a number of seconds between 0 and 86400`
+    },
+    { name: "node.name with a slash", text: `{"node": {"name": "a/b"}}`, detail: `key "node.name" = "a/b": ${NAME}` },
+    {
+      name: "node.host empty",
+      text: `{"node": {"host": ""}}`,
+      detail: `key "node.host" = "": must be a non-empty string without surrounding spaces`
+    },
+    { name: "node 5", text: `{"node": 5}`, detail: `key "node" = 5: must be a JSON object` },
+    { name: `svc_name "a/b"`, text: `{"svc_name": "a/b"}`, detail: `key "svc_name" = "a/b": ${NAME}` },
+    { name: "svc_name empty", text: `{"svc_name": ""}`, detail: `key "svc_name" = "": ${NAME}` },
+    { name: "svc_name 129 characters", text: `{"svc_name": "${"s".repeat(129)}"}`, detail: `key "svc_name" = "${"s".repeat(56)}...: ${NAME}` },
+    { name: `log_format "xml"`, text: `{"log_format": "xml"}`, detail: `key "log_format" = "xml": must be "logfmt" or "json"` },
+    {
+      name: `log_level "LOUD"`,
+      text: `{"log_level": "LOUD"}`,
+      detail: `key "log_level" = "LOUD": must be one of DEBUG, INFO, WARN, ERROR, FATAL`
+    },
+    { name: "log_level 5", text: `{"log_level": 5}`, detail: `key "log_level" = 5: must be one of DEBUG, INFO, WARN, ERROR, FATAL` },
+    {
+      name: "check_interval_ms 5",
+      text: `{"check_interval_ms": 5}`,
+      detail: `key "check_interval_ms" = 5: must be an integer number of milliseconds between 10 and 10000`
+    },
+    {
+      name: "min_replicas_to_write 101",
+      text: `{"min_replicas_to_write": 101}`,
+      detail: `key "min_replicas_to_write" = 101: must be an integer between 0 and 100`
+    },
+    {
+      name: "check_timeout_ms > down_after_ms",
+      text: `{"check_timeout_ms": 2000, "down_after_ms": 1000}`,
+      detail: `key "check_timeout_ms" = 2000: must not exceed down_after_ms (1000)`
+    },
+    {
+      name: "check_timeout_ms > default down_after_ms",
+      text: `{"check_timeout_ms": 1001}`,
+      detail: `key "check_timeout_ms" = 1001: must not exceed down_after_ms (1000)`
+    }
+  ]
+
+  it.each(cases)("$name", ({ text, detail }) => {
+    const e = err(text)
+    expect(e.detail).toBe(detail)
+    expect(e.message).toBe(`invalid configuration ${FILE}: ${detail}`)
+  })
+
+  it("names the file it was given", () => {
+    expect(err(`{"http_port": 0}`, "./conf/a b.json").message).toBe(`invalid configuration ./conf/a b.json: key "http_port" = 0: ${PORT}`)
+  })
+
+  it("reports invalid JSON with the file and the parser's complaint", () => {
+    const e = err(`{"svc_name": "default",}`)
+    expect(e.message).toMatch(new RegExp(`^invalid configuration ${FILE}: not valid JSON \\(.+\\); fix the syntax of the file$`))
+  })
+
+  it.each([
+    ["an empty file", ""],
+    ["a truncated object", `{"node": {"port": 6379}`],
+    ["single quotes", `{'svc_name': 'x'}`]
+  ])("reports %s as invalid JSON", (_, text) => {
+    expect(err(text).message).toContain(`invalid configuration ${FILE}: not valid JSON (`)
+  })
+
+  it.each([
+    ["a JSON array", `[{"svc_name": "default"}]`],
+    ["JSON null", `null`],
+    ["a JSON string", `"default"`],
+    ["a JSON number", `8000`]
+  ])("reports %s as not an object", (_, text) => {
+    expect(err(text, "/x.conf").message).toBe(
+      `invalid configuration /x.conf: the file must hold one JSON object like {"svc_name": "default", ...}`
+    )
+  })
+
+  it("reports several bad keys in one message, each once", () => {
+    const e = err(`{"http_port": 0, "svc_name": "a/b", "node": {"port": -1, "priority": -1}, "log_format": "xml", "zk_hosts": []}`)
+    const parts = e.detail.split("; ")
+    expect([...parts].sort()).toEqual(
+      [
+        `key "http_port" = 0: ${PORT}`,
+        `key "svc_name" = "a/b": ${NAME}`,
+        `key "node.port" = -1: ${PORT}`,
+        `key "node.priority" = -1: must be an integer between 0 (never master) and 1000000`,
+        `key "log_format" = "xml": must be "logfmt" or "json"`,
+        `key "zk_hosts" = []: ${HOSTS}`
+      ].sort()
+    )
+    expect(e.message).not.toContain("\n")
+    expect(e.message).not.toContain("Expected")
+  })
+
+  it("shortens a long bad value", () => {
+    const long = "x".repeat(200)
+    const m = err(JSON.stringify({ zk_hosts: long })).message
+    expect(m).toContain(`key "zk_hosts" = "${"x".repeat(56)}...: `)
+    expect(m).not.toContain("x".repeat(100))
+  })
+})
