@@ -29,7 +29,7 @@ export const parseArgs = (argv: ReadonlyArray<string>): Either.Either<Command, s
   let logLevel: LogLevelName | null = null
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    const m = /^--?([a-z-]+)(?:=(.*))?$/.exec(arg)
+    const m = /^--?([a-z_-]+)(?:=(.*))?$/.exec(arg)
     if (!m) return Either.left(`unexpected argument "${arg}"; see --help`)
     const [, flag, inline] = m
     const value = (): Either.Either<string, string> => {

@@ -42,7 +42,9 @@ const ZnodeName = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{
   message: () => msg("must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
 })
 
-const ZkHost = Schema.String.pipe(Schema.pattern(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$/)).annotations({
+// node-zookeeper-client splits every server on ":", so IPv6 literals cannot be given: a name
+// that resolves to the address works.
+const ZkHost = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_.-]+(:\d{1,5})?$/)).annotations({
   message: () => msg('must be "host" or "host:port"')
 })
 
@@ -77,7 +79,9 @@ export const DictatorConfigSchema = Schema.Struct({
   /** The original listened on every interface. */
   http_host: Schema.optionalWith(NonEmptyTrimmed, { default: () => "0.0.0.0" }),
   zk_hosts: Schema.optionalWith(
-    Schema.NonEmptyArray(ZkHost).annotations({ message: () => msg('must be a non-empty array of "host" or "host:port"') }),
+    Schema.NonEmptyArray(ZkHost).annotations({
+      message: () => msg('must be a non-empty array of "host" or "host:port" (host names or IPv4 addresses: the ZooKeeper client cannot take IPv6 literals)')
+    }),
     { default: () => ["localhost:2181"] as const }
   ),
   /** Requested ZooKeeper session timeout; the server clamps it to [2, 20] × its tickTime. */

@@ -3,7 +3,7 @@
  * classify health checks, rank candidates, decide what to do next, count votes against a master.
  * No I/O here: everything is tested on tables of cases.
  */
-import { Either, Option, Schema } from "effect"
+import { Either, Option, ParseResult, Schema } from "effect"
 import type { RedisAddress, RedisFailure, ReplicationInfo } from "./Redis.js"
 import { sameAddress } from "./Redis.js"
 import type { SessionInfo, ZkNode } from "./ZooKeeper.js"
@@ -14,7 +14,7 @@ import type { SessionInfo, ZkNode } from "./ZooKeeper.js"
 const PortString = Schema.Union(
   Schema.String.pipe(Schema.pattern(/^\d{1,5}$/)),
   Schema.Int.pipe(Schema.between(1, 65535))
-).annotations({ message: () => "port must be a number or a string of digits" })
+).annotations({ message: () => ({ message: "must be a port between 1 and 65535, as a string of digits or a number", override: true }) })
 
 export const MasterRecordJson = Schema.Struct({
   host: Schema.String.pipe(Schema.minLength(1)),
@@ -71,7 +71,9 @@ export const parseMasterView = (node: Option.Option<ZkNode>, epochNode: Option.O
   }
   const decoded = Schema.decodeUnknownEither(MasterRecordJson)(json)
   if (Either.isLeft(decoded)) {
-    return { _tag: "Malformed", raw, reason: decoded.left.message.split("\n").slice(-1)[0] ?? "invalid", ...common }
+    const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
+    const reason = issue === undefined ? "invalid" : `${issue.path.map(String).join(".") || "record"}: ${issue.message}`
+    return { _tag: "Malformed", raw, reason, ...common }
   }
   const port = Number(decoded.right.port)
   if (!(port >= 1 && port <= 65535)) {
@@ -279,6 +281,8 @@ export type Plan =
 export const decide = (s: Situation): Plan => {
   if (!s.enabled) return { _tag: "Idle", reason: "disabled" }
   if (s.session.status !== "connected") {
+    // Expired: the master znode is gone already, a new master may exist. No grace period.
+    if (s.owned && s.session.status === "expired") return { _tag: "Fence", reason: "ZooKeeper session expired" }
     const away = s.now - s.session.since
     if (s.owned && away >= s.fenceAfterMs) {
       return { _tag: "Fence", reason: `ZooKeeper ${s.session.status} for ${(away / 1000).toFixed(1)}s` }

@@ -11,8 +11,10 @@ export interface RedisAddress {
   readonly port: number
 }
 
-export const formatAddress = (a: RedisAddress): string =>
-  a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+export const formatAddress = (a: RedisAddress): string => {
+  const host = a.host.replace(/^\[(.*)\]$/, "$1")
+  return host.includes(":") ? `[${host}]:${a.port}` : `${host}:${a.port}`
+}
 
 export const sameAddress = (a: RedisAddress, b: RedisAddress): boolean =>
   a.port === b.port && normalizeHost(a.host) === normalizeHost(b.host)

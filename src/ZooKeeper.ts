@@ -250,7 +250,7 @@ export interface ZooKeeperOptions {
 }
 
 export const connectionString = (hosts: ReadonlyArray<string>): string =>
-  hosts.map((h) => (/:\d+$/.test(h) || /^\[.*\]:\d+$/.test(h) ? h : `${h}:2181`)).join(",")
+  hosts.map((h) => (/:\d+$/.test(h) ? h : `${h}:2181`)).join(",")
 
 const modeCode = (mode: CreateMode): number =>
   ({

@@ -80,7 +80,7 @@ describe("parseConfig: valid files", () => {
       log_format: "json",
       http_port: 1,
       http_host: "127.0.0.1",
-      zk_hosts: ["zk1:2181", "zk2", "[::1]:2182", "10.0.0.9:65535"],
+      zk_hosts: ["zk1:2181", "zk2", "10.0.0.9:65535"],
       zk_session_timeout_ms: 120000,
       zk_connect_timeout_ms: 100,
       check_interval_ms: 10,
@@ -136,7 +136,7 @@ describe("parseConfig: valid files", () => {
 describe("parseConfig: bad values", () => {
   const PORT = "must be an integer port between 1 and 65535"
   const NAME = "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
-  const HOSTS = 'must be a non-empty array of "host" or "host:port"'
+  const HOSTS = 'must be a non-empty array of "host" or "host:port" (host names or IPv4 addresses: the ZooKeeper client cannot take IPv6 literals)'
   const cases: ReadonlyArray<{
     readonly name: string
     readonly text: string
@@ -157,6 +157,7 @@ describe("parseConfig: bad values", () => {
       detail: `key "zk_hosts" = ["zk1:2181","zk2:123456"]: ${HOSTS}`
     },
     { name: "zk_hosts [5]", text: `{"zk_hosts": [5]}`, detail: `key "zk_hosts" = [5]: ${HOSTS}` },
+    { name: "zk_hosts IPv6 literal", text: `{"zk_hosts": ["[::1]:2182"]}`, detail: `key "zk_hosts" = ["[::1]:2182"]: ${HOSTS}` },
     { name: "node.port -1", text: `{"node": {"port": -1}}`, detail: `key "node.port" = -1: ${PORT}` },
     { name: "node.port 0", text: `{"node": {"port": 0}}`, detail: `key "node.port" = 0: ${PORT}` },
     { name: `node.port "6379"`, text: `{"node": {"port": "6379"}}`, detail: `key "node.port" = "6379": ${PORT}` },

@@ -139,10 +139,10 @@ describe("parseMasterView", () => {
     { name: "missing port", data: `{"host":"10.0.0.1","name":"redis1"}`, reason: /missing/ },
     { name: "empty name", data: `{"host":"10.0.0.1","port":"6379","name":""}`, reason: /at least 1 character/ },
     { name: "empty host", data: `{"host":"","port":"6379","name":"redis1"}`, reason: /at least 1 character/ },
-    { name: "port not digits", data: `{"host":"10.0.0.1","port":"redis","name":"redis1"}`, reason: /Expected/ },
-    { name: "port with a sign", data: `{"host":"10.0.0.1","port":"-1","name":"redis1"}`, reason: /Expected/ },
-    { name: "port as a float", data: `{"host":"10.0.0.1","port":6379.5,"name":"redis1"}`, reason: /Expected/ },
-    { name: "port as boolean", data: `{"host":"10.0.0.1","port":true,"name":"redis1"}`, reason: /Expected/ },
+    { name: "port not digits", data: `{"host":"10.0.0.1","port":"redis","name":"redis1"}`, reason: /^port: must be a port between 1 and 65535/ },
+    { name: "port with a sign", data: `{"host":"10.0.0.1","port":"-1","name":"redis1"}`, reason: /^port: must be a port between 1 and 65535/ },
+    { name: "port as a float", data: `{"host":"10.0.0.1","port":6379.5,"name":"redis1"}`, reason: /^port: must be a port between 1 and 65535/ },
+    { name: "port as boolean", data: `{"host":"10.0.0.1","port":true,"name":"redis1"}`, reason: /^port: must be a port between 1 and 65535/ },
     { name: "port string 0", data: `{"host":"10.0.0.1","port":"0","name":"redis1"}`, reason: /^port 0 out of range$/ },
     { name: "port string 70000", data: `{"host":"10.0.0.1","port":"70000","name":"redis1"}`, reason: /^port 70000 out of range$/ },
     { name: "port string 65536", data: `{"host":"10.0.0.1","port":"65536","name":"redis1"}`, reason: /^port 65536 out of range$/ },
@@ -696,7 +696,7 @@ describe("decide", () => {
     {
       name: "expired, owned, after fenceAfterMs: fence",
       s: { owned: true, master: mine, session: session("expired", 8000) },
-      plan: { _tag: "Fence", reason: "ZooKeeper expired for 2.0s" }
+      plan: { _tag: "Fence", reason: "ZooKeeper session expired" }
     },
     {
       name: "fenceAfterMs 0 fences a disconnected owner at once",
