@@ -621,6 +621,46 @@ describe("Node: fencing", () => {
         expect(cmds.filter((x) => x.startsWith("REPLICAOF"))).toEqual([])
       })
     ))
+
+  it.scoped("a master partitioned from ZooKeeper past its session timeout: fenced first, then replaced; back, it follows", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, n2, n3] = yield* threeNodes(c)
+        const offset = yield* c.world.write(n1.address, 25)
+        yield* TestClock.adjust("300 millis")
+        const s1 = n1.sessionId()
+        const mark = yield* commandCount(c, n1)
+        const oneWriter = Effect.flatMap(writable(c), (w) => (w.length <= 1 ? Effect.succeed(w) : Effect.dieMessage(`two writers: ${w.join(", ")}`)))
+
+        yield* c.ensemble.disconnect(n1.zk)
+        // Until the server expires the session (6 s here) nobody else may take over; n1 is fenced long before.
+        yield* c.waitUntil("n1 fenced", () => Effect.map(oneWriter, (w) => w.length === 0), { within: 1500 })
+        for (let t = 0; t < 4500; t += 500) {
+          yield* TestClock.adjust("500 millis")
+          expect(yield* oneWriter).toEqual([])
+          expect(c.masterName()).toBe("n1")
+        }
+        yield* c.ensemble.expire(s1)
+        expect(c.ensemble.ephemeralsOf(s1)).toEqual([])
+        yield* c.waitUntil("n2 master", () => Effect.zipRight(oneWriter, Effect.succeed(c.masterName() === "n2")), { within: 1000, step: 10 })
+        yield* c.waitUntil("n3 follows n2", () => Effect.zipRight(oneWriter, follows(c, n3, n2)), { within: 1000 })
+        expect(yield* oneWriter).toEqual(["n2"])
+        expect((yield* c.world.inspect(n2.address)).offset).toBe(offset)
+
+        // Back: it learns that its session expired, gets a new one, and follows n2.
+        yield* c.ensemble.reconnect(n1.zk)
+        expect(n1.sessionId()).not.toBe(s1)
+        yield* c.waitUntil("n1 follows n2", () => Effect.zipRight(oneWriter, settledOn(c, n2)), { within: 1000 })
+        yield* c.waitUntil("n1 a member again", () => c.members().includes("n1"), { within: 500 })
+        const cmds = yield* commandsOf(c, n1, mark)
+        expect(cmds.indexOf("CLIENT PAUSE 3600000 WRITE")).toBeGreaterThanOrEqual(0)
+        expect(cmds.indexOf(replicaOf(n2.address))).toBeGreaterThan(cmds.indexOf("CLIENT PAUSE 3600000 WRITE"))
+        expect(cmds).not.toContain("REPLICAOF NO ONE")
+        expect((yield* c.world.inspect(n1.address)).paused).toBe(false)
+        expect(yield* oneWriter).toEqual(["n2"])
+      })
+    ))
 })
 
 describe("Node: loading", () => {
