@@ -110,6 +110,8 @@ export const make = Effect.gen(function* () {
   /** Unknown at start (a previous run may have paused it): assume paused so the first action lifts it. */
   const pausedByUs = yield* Ref.make(true)
   const handingOver = yield* Ref.make(false)
+  /** Set once on shutdown: nothing may take the master role again after the handover. */
+  const stopping = yield* Ref.make(false)
   const previousMaster = yield* Ref.make<{ readonly name: string; readonly epoch: string; readonly address: RedisAddress } | null>(null)
   const appliedMinReplicas = yield* Ref.make<number | null>(null)
   /** One actor changes the local Redis or the master znode at a time. */
@@ -302,7 +304,7 @@ export const make = Effect.gen(function* () {
   const publishOnce = Effect.gen(function* () {
     const session = yield* SubscriptionRef.get(zk.session)
     if (session.status !== "connected") return
-    if (!(yield* SubscriptionRef.get(enabled)) || (yield* Ref.get(handingOver))) return
+    if (!(yield* SubscriptionRef.get(enabled)) || (yield* Ref.get(handingOver)) || (yield* Ref.get(stopping))) return
     const h = yield* SubscriptionRef.get(health)
     const t = yield* now
     // Wait for the local Redis (up to loading_timeout) before showing up as a member.
@@ -409,9 +411,16 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const base = { name: m.name, priority: m.priority, healthy: m.healthy }
       if (m.name === self.name) {
+        // Fresh, like the peers' offsets: the last health check may be a whole interval old.
         const h = yield* SubscriptionRef.get(health)
-        const info = lastInfo(h)
-        return { ...base, healthy: h._tag === "Healthy", reachable: info !== null, offset: info?.offset ?? 0, syncInProgress: info?.syncInProgress ?? false }
+        const info = yield* Effect.option(local.replication)
+        return {
+          ...base,
+          healthy: h._tag === "Healthy" && Option.isSome(info),
+          reachable: Option.isSome(info),
+          offset: Option.match(info, { onNone: () => 0, onSome: (i) => i.offset }),
+          syncInProgress: Option.match(info, { onNone: () => false, onSome: (i) => i.syncInProgress })
+        }
       }
       if (m.name === deposed) return { ...base, reachable: false, offset: 0, syncInProgress: false }
       const conn = yield* peer(m)
@@ -503,7 +512,9 @@ export const make = Effect.gen(function* () {
       yield* Effect.sleep(Duration.millis(rank * config.election_step_ms))
     }
     const reason = rank === 0 ? describeRanking(ranking) : `${ranking.ranked.slice(0, rank).map((c) => c.name).join(", ")} did not act within ${rank * config.election_step_ms} ms; ${describeRanking(ranking)}`
-    yield* lock.withPermits(1)(Effect.uninterruptible(promote(reason)))
+    yield* lock.withPermits(1)(
+      Effect.uninterruptible(Effect.flatMap(Ref.get(stopping), (stop) => (stop ? Effect.void : promote(reason))))
+    )
   }).pipe(
     Effect.catchAll((e) => Effect.logWarning(`election attempt failed: ${e.message}`)),
     Effect.annotateLogs({ loop: "election" })
@@ -587,7 +598,7 @@ export const make = Effect.gen(function* () {
     })
 
   const reconcile = Effect.gen(function* () {
-    if (yield* Ref.get(handingOver)) return
+    if ((yield* Ref.get(handingOver)) || (yield* Ref.get(stopping))) return
     const view = yield* SubscriptionRef.get(master)
     const session = yield* SubscriptionRef.get(zk.session)
     if (view === null) return
@@ -784,6 +795,7 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       // Finalizers run uninterruptibly, and the fiber running them is being interrupted: the
       // handover runs in a fiber of its own, interruptible, so its own time bounds hold.
+      yield* Ref.set(stopping, true)
       yield* inOwnFiber(lock.withPermits(1)(handover("shutting down")))
       yield* Scope.close(workScope, Exit.void)
       yield* inOwnFiber(removeOwnMember.pipe(Effect.timeout("2 seconds"), Effect.catchAll(() => Effect.void)))
