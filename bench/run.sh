@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The failover benchmark (this is `npm run bench`): Dictator against Redis Sentinel on this
+# machine. Installs what is missing (ZooKeeper, redis-server, redis-sentinel, node_modules),
+# builds, then runs dist/bench/failover.js with our arguments:
+#
+#   bash bench/run.sh                         every case, 5 rounds each (about 10 minutes)
+#   bash bench/run.sh --rounds 3 --cases dictator-handover,sentinel-redis-killed
+#   bash bench/run.sh --help
+#
+# Prints a table and writes bench/results/<date>.json.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash test/run.sh --setup-only
+printf '\n==> npm run build\n' >&2
+npm run build </dev/null
+printf '\n==> node dist/bench/failover.js %s\n' "$*" >&2
+exec node dist/bench/failover.js "$@"
