@@ -712,7 +712,7 @@ export const make = Effect.gen(function* () {
       const others = [...(yield* SubscriptionRef.get(members)).values()].filter(
         (m) => m.name !== self.name && m.priority > 0 && m.healthy
       )
-      const caughtUp = yield* waitFor(
+      const caughtUp = others.length === 0 ? Option.none() : yield* waitFor(
         Effect.gen(function* () {
           for (const m of others) {
             const info = yield* Effect.either((yield* peer(m)).replication)
