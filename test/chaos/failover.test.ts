@@ -112,7 +112,7 @@ layer(topology("chaos-failover"), { timeout: "120 seconds", excludeTestServices:
       )
       const { faultAt, stoppedAt, exitCode } = o.result
       const firstOnNew = o.acks.find((a) => a.at >= faultAt && a.address !== `127.0.0.1:${o.result.oldPort}`)
-      const gap = longestAckGap(o.acks, faultAt - 1000, firstOnNew?.at ?? stoppedAt)
+      const gap = longestAckGap(o.acks, faultAt, firstOnNew?.at ?? stoppedAt)
       console.log(
         summary("j. SIGTERM master dictator", o, {
           "dictator exited after": fmtMs(stoppedAt - faultAt),

@@ -361,20 +361,22 @@ export const writer = (
     }
   })
 
-/** Longest time without an acknowledged write between `from` and `to` (and the gap's start). */
+/**
+ * The longest time between two consecutive acknowledged writes of one writer whose interval
+ * touches [from, to] (a gap that began before `from` counts whole), and when it began.
+ */
 export const longestAckGap = (
   acks: ReadonlyArray<Ack>,
   from: number,
   to: number
 ): { readonly ms: number; readonly start: number } => {
-  let last = from
   let best = { ms: 0, start: from }
-  for (const a of acks) {
-    if (a.at < from || a.at > to) continue
-    if (a.at - last > best.ms) best = { ms: a.at - last, start: last }
-    last = a.at
+  for (let i = 1; i < acks.length; i++) {
+    const prev = acks[i - 1]!
+    const next = acks[i]!
+    if (next.at < from || prev.at > to) continue
+    if (next.at - prev.at > best.ms) best = { ms: next.at - prev.at, start: prev.at }
   }
-  if (to - last > best.ms) best = { ms: to - last, start: last }
   return best
 }
 
