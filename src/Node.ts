@@ -547,8 +547,11 @@ export const make = Effect.gen(function* () {
           break
         case "PauseWrites":
           yield* Effect.logWarning(`fencing: pausing writes on the local Redis (${plan._tag === "Fence" || plan._tag === "Resign" || plan._tag === "ClearStale" ? plan.reason : "not the master"})`)
-          yield* local.pauseWrites(FENCE_PAUSE)
+          // Marked first: a pause that times out may still run later (a frozen Redis runs its
+          // queued commands on waking), and a replica under a WRITE pause stops applying its
+          // replication stream. Unpausing later is harmless when it never ran.
           yield* Ref.set(pausedByUs, true)
+          yield* local.pauseWrites(FENCE_PAUSE)
           break
         case "None":
           break
@@ -706,8 +709,8 @@ export const make = Effect.gen(function* () {
       const within = Duration.millis(config.handover_timeout_ms)
       yield* Effect.logInfo(`handover (${why}): pausing writes and waiting for a replica to catch up`)
       yield* setRole("handing-over")
-      yield* local.pauseWrites(FENCE_PAUSE)
       yield* Ref.set(pausedByUs, true)
+      yield* local.pauseWrites(FENCE_PAUSE)
       const target = (yield* local.replication).offset
       const others = [...(yield* SubscriptionRef.get(members)).values()].filter(
         (m) => m.name !== self.name && m.priority > 0 && m.healthy
