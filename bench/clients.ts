@@ -326,23 +326,47 @@ export const sentinelDiscovery = (
 
 export interface Ack {
   readonly id: number
+  /** When the command was sent. */
+  readonly sentAt: number
   /** When the reply arrived. */
   readonly at: number
   /** Port of the Redis that acknowledged it (every server is on 127.0.0.1). */
   readonly port: number
 }
 
+export interface Failure {
+  /** When the failure was seen. */
+  readonly at: number
+  readonly port: number
+  /** "READONLY", "NOREPLICAS", "timeout", "closed", "abandoned" (discovery moved on), … */
+  readonly kind: string
+}
+
 export interface WriterHandle {
   readonly key: string
   readonly acks: () => ReadonlyArray<Ack>
-  /** Failed writes by kind ("READONLY", "timeout", "abandoned", …). */
-  readonly failures: () => Readonly<Record<string, number>>
+  readonly failures: () => ReadonlyArray<Failure>
   /** Stops writing; the write in flight is abandoned. */
   readonly stop: Effect.Effect<void>
 }
 
-const countInto = (m: Record<string, number>, k: string) => {
-  m[k] = (m[k] ?? 0) + 1
+/** Failures grouped by server and kind: how many, first and last (ms from `t0`). */
+export const failureSummary = (
+  failures: ReadonlyArray<Failure>,
+  t0: number
+): Record<string, { count: number; firstMs: number; lastMs: number }> => {
+  const out: Record<string, { count: number; firstMs: number; lastMs: number }> = {}
+  const ms = (t: number) => Math.round((t - t0) * 10) / 10
+  for (const f of failures) {
+    const k = `${f.port} ${f.kind}`
+    const e = out[k]
+    if (e === undefined) out[k] = { count: 1, firstMs: ms(f.at), lastMs: ms(f.at) }
+    else {
+      e.count++
+      e.lastMs = ms(f.at)
+    }
+  }
+  return out
 }
 
 /**
@@ -359,7 +383,7 @@ export const writer = (
   Effect.acquireRelease(
     Effect.sync(() => {
       const acks: Array<Ack> = []
-      const failures: Record<string, number> = {}
+      const failures: Array<Failure> = []
       const pool = new Map<string, Link>()
       const linkFor = (a: Address) => {
         const k = formatAddress(a)
@@ -384,6 +408,7 @@ export const writer = (
           }
           const link = linkFor(m)
           const myId = ++id
+          const sentAt = now()
           const result = await Promise.race([
             link.call("SADD", key, String(myId)).then(
               () => now(),
@@ -392,12 +417,12 @@ export const writer = (
             interrupted
           ])
           if (typeof result === "number") {
-            acks.push({ id: myId, at: result, port: m.port })
+            acks.push({ id: myId, sentAt, at: result, port: m.port })
           } else if (result === "changed") {
-            countInto(failures, "abandoned")
+            failures.push({ at: now(), port: m.port, kind: "abandoned" })
             link.drop()
           } else {
-            countInto(failures, errorKind(result))
+            failures.push({ at: now(), port: m.port, kind: errorKind(result) })
             await sleep(2)
           }
         }
@@ -436,19 +461,20 @@ export const staleWriter = (address: Address, key: string): Effect.Effect<Writer
   Effect.acquireRelease(
     Effect.sync(() => {
       const acks: Array<Ack> = []
-      const failures: Record<string, number> = {}
+      const failures: Array<Failure> = []
       const link = new Link(address, { name: "bench-stale" })
       let running = true
       const loop = (async () => {
         let id = 0
         while (running) {
           const myId = ++id
+          const sentAt = now()
           try {
             await link.call("SADD", key, String(myId))
-            acks.push({ id: myId, at: now(), port: address.port })
+            acks.push({ id: myId, sentAt, at: now(), port: address.port })
           } catch (e) {
             if (!running) break
-            countInto(failures, errorKind(e))
+            failures.push({ at: now(), port: address.port, kind: errorKind(e) })
             await sleep(isReplyError(e) ? 2 : 20)
           }
         }

@@ -53,6 +53,7 @@ import {
   type Link,
   Link as RedisLink,
   errorText,
+  failureSummary,
   formatAddress,
   isLinkedTo,
   links,
@@ -183,6 +184,8 @@ interface System {
   readonly restore: Effect.Effect<Node, unknown>
   /** Tails (or full text) of every process's output. */
   readonly outputs: (lines?: number) => Record<string, string>
+  /** The system's own processes (dictators or sentinels), for their memory. */
+  readonly daemons: () => ReadonlyArray<{ readonly name: string; readonly pid: number | undefined }>
 }
 
 const addressOf = (n: Node): Address => ({ host: n.redis.host, port: n.redis.port })
@@ -238,7 +241,15 @@ const dictatorSystem: Effect.Effect<DictatorSystem, unknown, Scope.Scope> =
     const redis = yield* Effect.forEach(NAMES, () => redisServer({ args: REDIS_ARGS }))
     const dictators = yield* Effect.forEach(
       NAMES,
-      (name, i) => dictator({ name, svc: SVC, zkHosts: zk.hosts, redisPort: redis[i]!.port }),
+      (name, i) =>
+        dictator({
+          name,
+          svc: SVC,
+          zkHosts: zk.hosts,
+          redisPort: redis[i]!.port,
+          // For diagnosis only (timings are measured at the default, INFO).
+          ...(process.env.BENCH_DICTATOR_LOG_LEVEL === undefined ? {} : { logLevel: process.env.BENCH_DICTATOR_LOG_LEVEL })
+        }),
       { concurrency: "unbounded" }
     )
     // Registered after the dictators, so it runs before their own release: no chain of graceful
@@ -294,6 +305,7 @@ const dictatorSystem: Effect.Effect<DictatorSystem, unknown, Scope.Scope> =
       restore,
       dictators,
       zkPorts: zk.servers.map((s) => s.clientPort),
+      daemons: () => dictators.map((d) => ({ name: `dictator-${d.name}`, pid: d.pid() })),
       outputs: (lines) => {
         const pick = (s: string) => (lines === undefined ? s : tailLines(s, lines))
         const out: Record<string, string> = {}
@@ -376,6 +388,7 @@ const sentinelSystem: Effect.Effect<System & { readonly sentinels: ReadonlyArray
       monitor,
       restore,
       sentinels,
+      daemons: () => sentinels.map((s, i) => ({ name: `sentinel-${i + 1}`, pid: s.pid() })),
       outputs: (lines) => {
         const pick = (s: string) => (lines === undefined ? s : tailLines(s, lines))
         const out: Record<string, string> = {}
@@ -512,6 +525,7 @@ const runRound = (sys: System, c: CaseDef, round: number, r: RoundResult): Effec
     const faultAt = now()
     yield* c.fault(old)
     r.faultAt = new Date(faultAt).toISOString()
+    r.load1 = round2(os.loadavg()[0]!)
     const ms = (t: number) => round2(t - faultAt)
     r.ackRateBefore = w.acks().filter((a) => a.at >= faultAt - 1000).length
 
@@ -570,7 +584,7 @@ const runRound = (sys: System, c: CaseDef, round: number, r: RoundResult): Effec
     if (stale !== undefined) yield* stale.stop
     const acks = w.acks()
     r.acked = acks.length
-    r.writerFailures = { ...w.failures() }
+    r.writerFailures = failureSummary(w.failures(), faultAt)
     r.maxGapMs = round2(maxGap(acks, faultAt - 1000) ?? 0)
     r.discoveryHistory = sys.discovery
       .history()
@@ -580,8 +594,9 @@ const runRound = (sys: System, c: CaseDef, round: number, r: RoundResult): Effec
       const late = stale.acks().filter((a) => a.at > writableAt)
       r.staleAckedTotal = stale.acks().length
       r.staleAfterWritable = late.length
+      r.staleSentAfterWritable = late.filter((a) => a.sentAt > writableAt).length
       if (late.length > 0) r.staleLastAfterWritableMs = round2(late[late.length - 1]!.at - writableAt)
-      r.staleFailures = { ...stale.failures() }
+      r.staleFailures = failureSummary(stale.failures(), faultAt)
     }
 
     // (c) restore, then the acknowledged writes missing on the final master
@@ -596,6 +611,11 @@ const runRound = (sys: System, c: CaseDef, round: number, r: RoundResult): Effec
       r.staleLost = stale.acks().filter((a) => !stalePresent.has(String(a.id))).length
     }
     yield* Effect.promise(() => sys.monitor(addressOf(final)).call("DEL", key, staleKey).catch(() => 0))
+    r.rssKb = {}
+    for (const d of sys.daemons()) {
+      const kb = procStatus(d.pid).rssKb
+      if (kb !== undefined) r.rssKb[d.name] = kb
+    }
     r.ok = true
   })
 
@@ -609,9 +629,11 @@ const describe = (r: RoundResult): string => {
     `lost ${r.lost}`,
     `gap ${Math.round(r.maxGapMs ?? NaN)} ms`
   ]
-  if (r.staleAfterWritable !== undefined) parts.push(`old-master acks after writable ${r.staleAfterWritable}`)
+  if (r.staleAfterWritable !== undefined) {
+    parts.push(`old-master acks after writable ${r.staleAfterWritable} (${r.staleSentAfterWritable} sent after)`)
+  }
   if (r.rejoinAfterResumeMs !== undefined) parts.push(`rejoined ${Math.round(r.rejoinAfterResumeMs)} ms after SIGCONT`)
-  parts.push(`(${r.acked} acked; restore ${((r.restoreMs ?? 0) / 1000).toFixed(1)} s)`)
+  parts.push(`(${r.acked} acked; load ${r.load1}; restore ${((r.restoreMs ?? 0) / 1000).toFixed(1)} s)`)
   return parts.join(", ")
 }
 
@@ -732,7 +754,11 @@ const main = Effect.gen(function* () {
         },
         settings: {
           redisArgs: REDIS_ARGS,
-          dictator: { zookeeper: { servers: 3, tickTime: ZK_TICK_MS }, config: DictatorConfig.fromObject({}) },
+          dictator: {
+            zookeeper: { servers: 3, tickTime: ZK_TICK_MS },
+            config: DictatorConfig.fromObject({}),
+            logLevel: process.env.BENCH_DICTATOR_LOG_LEVEL ?? "INFO"
+          },
           sentinel: SENTINEL,
           round: {
             warmupAcks: WARMUP_ACKS,

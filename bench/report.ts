@@ -30,6 +30,8 @@ export interface RoundResult {
   ok: boolean
   error?: string
   startedAt: string
+  /** 1-minute load average when the fault was injected (the machine may be shared). */
+  load1?: number
   /** When the fault was injected (to find it in the processes' logs). */
   faultAt?: string
   oldMaster?: string
@@ -48,13 +50,16 @@ export interface RoundResult {
   /** Writer: acknowledged writes per second in the second before the fault. */
   ackRateBefore?: number
   acked?: number
-  writerFailures?: Record<string, number>
+  /** Failed writes of the discovery-following writer by "<port> <kind>": count, first and last (ms). */
+  writerFailures?: Record<string, { count: number; firstMs: number; lastMs: number }>
   /** (d) Frozen cases: writes the old master acknowledged (to the pinned client) after the new master was writable. */
   staleAfterWritable?: number
+  /** Of those, writes the pinned client sent after the new master was writable (the ones before were in flight). */
+  staleSentAfterWritable?: number
   staleAckedTotal?: number
   /** Last of those acknowledgments, from the new master's first write (ms). */
   staleLastAfterWritableMs?: number
-  staleFailures?: Record<string, number>
+  staleFailures?: Record<string, { count: number; firstMs: number; lastMs: number }>
   /** Stale client's acknowledged writes (any time) missing on the final master. */
   staleLost?: number
   /** Frozen cases: SIGCONT, from the fault. */
@@ -67,6 +72,8 @@ export interface RoundResult {
   discoveryHistory?: Array<{ ms: number; master: string | null }>
   /** Restoring the topology after the round (restart, convergence, settle), ms. */
   restoreMs?: number
+  /** VmRSS (kB) of each dictator or sentinel process at the end of the round. */
+  rssKb?: Record<string, number>
   /** Tails of the processes' logs, kept for failed rounds. */
   logs?: Record<string, string>
 }
@@ -92,6 +99,7 @@ type MeasureKey =
   | "linkedMs"
   | "lost"
   | "staleAfterWritable"
+  | "staleSentAfterWritable"
   | "maxGapMs"
   | "rejoinAfterResumeMs"
 
@@ -110,6 +118,7 @@ export const MEASURES: ReadonlyArray<Measure> = [
   { key: "linkedMs", label: "(b) other replicas linked", unit: "ms" },
   { key: "lost", label: "(c) acked writes lost", unit: "writes" },
   { key: "staleAfterWritable", label: "(d) old-master acks after new writable", unit: "writes", only: frozen },
+  { key: "staleSentAfterWritable", label: "    of writes sent after new writable", unit: "writes", only: frozen },
   { key: "maxGapMs", label: "(e) longest write gap", unit: "ms" },
   { key: "rejoinAfterResumeMs", label: "    old master rejoined after SIGCONT", unit: "ms", only: frozen }
 ]
@@ -169,6 +178,7 @@ export const compare = (s: Record<string, CaseSummary>): Array<Comparison> => {
     ["Host frozen: other replicas linked (b)", "dictator-host-frozen", "sentinel-master-frozen", "linkedMs", "ms"],
     ["Host frozen: acked writes lost (c)", "dictator-host-frozen", "sentinel-master-frozen", "lost", "writes"],
     ["Host frozen: old-master acks after new writable (d)", "dictator-host-frozen", "sentinel-master-frozen", "staleAfterWritable", "writes"],
+    ["Host frozen: ... of writes sent after new writable", "dictator-host-frozen", "sentinel-master-frozen", "staleSentAfterWritable", "writes"],
     ["Host frozen: longest write gap (e)", "dictator-host-frozen", "sentinel-master-frozen", "maxGapMs", "ms"]
   ]
   return rows.flatMap(([what, d, sn, k, unit]) => {
@@ -211,6 +221,7 @@ export const targets = (s: Record<string, CaseSummary>): Array<Target> => {
     ...t("Host killed: new master writable", "dictator-host-killed", "writableMs", "median", 1000, "ms"),
     ...t("Host frozen: new master writable", "dictator-host-frozen", "writableMs", "median", 2000, "ms"),
     ...t("Host frozen: old-master acks after new writable", "dictator-host-frozen", "staleAfterWritable", "max", 0, "writes"),
+    ...t("Host frozen: ... of writes sent after new writable", "dictator-host-frozen", "staleSentAfterWritable", "max", 0, "writes"),
     ...t("Handover: writes blocked", "dictator-handover", "maxGapMs", "median", 500, "ms"),
     ...t("Handover: writes blocked", "dictator-handover", "maxGapMs", "max", 500, "ms"),
     ...t("Handover: acked writes lost", "dictator-handover", "lost", "max", 0, "writes")
