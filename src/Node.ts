@@ -44,7 +44,7 @@ import {
   type Self
 } from "./Decision.js"
 import { servicePaths } from "./Paths.js"
-import { formatAddress, Redis, type RedisAddress, type RedisConnection, type RedisFailure } from "./Redis.js"
+import { formatAddress, Redis, type RedisAddress, type RedisConnection } from "./Redis.js"
 import { VERSION } from "./Version.js"
 import { ZooKeeper, type SessionInfo, type ZkNode } from "./ZooKeeper.js"
 
@@ -371,24 +371,10 @@ export const make = Effect.gen(function* () {
       }
     }
     const conn = yield* peer(view.record)
-    const result: Either.Either<unknown, RedisFailure> = yield* Effect.either(conn.ping)
+    const result = yield* checkOnce(conn)
     const t = yield* now
     const obs = observed
-    const next = nextHealth(
-      obs.state,
-      Either.map(result, () => ({
-        role: "master" as const,
-        master: null,
-        linkUp: true,
-        linkDownSinceSeconds: null,
-        syncInProgress: false,
-        offset: 0,
-        replid: "",
-        replicas: []
-      })),
-      t,
-      { downAfterMs: config.down_after_ms }
-    )
+    const next = nextHealth(obs.state, result, t, { downAfterMs: config.down_after_ms })
     obs.state = next
     const down = next._tag === "Down" || next._tag === "Loading"
     const current = yield* SubscriptionRef.get(opinion)
