@@ -44,6 +44,7 @@ import {
   type Self
 } from "./Decision.js"
 import { servicePaths } from "./Paths.js"
+import { reconnectSchedule } from "./Retry.js"
 import { formatAddress, Redis, type RedisAddress, type RedisConnection } from "./Redis.js"
 import { VERSION } from "./Version.js"
 import { ZooKeeper, type SessionInfo, type ZkNode } from "./ZooKeeper.js"
@@ -752,8 +753,9 @@ export const make = Effect.gen(function* () {
     `dictator ${VERSION} for service ${config.svc_name}: node ${self.name} (${formatAddress(self)}), priority ${self.priority}`
   )
   yield* zk.ensurePath(paths.service).pipe(
-    Effect.retry(Schedule.spaced("500 millis")),
-    Effect.catchAll(() => Effect.void)
+    Effect.tapError((e) => Effect.logWarning(`cannot create ${paths.service} (${e.message}); retrying with backoff`)),
+    Effect.retry(reconnectSchedule),
+    Effect.orDie // the schedule never ends
   )
 
   // Work fibers live in their own scope, closed before the handover runs on shutdown.
