@@ -73,6 +73,9 @@ export interface DictatorNodeService {
 
 export class DictatorNode extends Context.Tag("dictator/Node")<DictatorNode, DictatorNodeService>() {}
 
+/** Past the client's first reconnect attempt (20 ms, see Redis.ts), which tells refused from alive. */
+const RECHECK_AFTER_CLOSE = Duration.millis(30)
+
 /** Long enough to outlive any outage we fence through; lifted explicitly when we act again. */
 const FENCE_PAUSE = Duration.hours(1)
 
@@ -164,8 +167,17 @@ export const make = Effect.gen(function* () {
     return next
   })
 
+  /**
+   * The pause between two checks, cut short when the server drops the connection: a killed Redis
+   * is then checked right after the client's first reconnect attempt (refused), not a whole
+   * interval later.
+   */
+  const untilNextCheck = (conn: RedisConnection) =>
+    Effect.raceFirst(Effect.sleep(interval), Effect.zipRight(conn.closed, Effect.sleep(RECHECK_AFTER_CLOSE)))
+
   const healthLoop = checkNow.pipe(
-    Effect.repeat(Schedule.spaced(interval)),
+    Effect.zipRight(untilNextCheck(local)),
+    Effect.forever,
     Effect.annotateLogs({ loop: "health" })
   )
 
@@ -391,7 +403,13 @@ export const make = Effect.gen(function* () {
       yield* Queue.offer(publishWake, undefined)
     }
   })
-  const observeLoop = observeOnce.pipe(Effect.repeat(Schedule.spaced(interval)), Effect.annotateLogs({ loop: "observer" }))
+  const observeLoop = observeOnce.pipe(
+    Effect.zipRight(
+      Effect.suspend(() => (observed === null ? Effect.sleep(interval) : Effect.flatMap(peer(observed.address), untilNextCheck)))
+    ),
+    Effect.forever,
+    Effect.annotateLogs({ loop: "observer" })
+  )
 
   // --- election ----------------------------------------------------------------------------------
   const candidateOf = (m: MemberRecord, deposed: string | null): Effect.Effect<Candidate> =>

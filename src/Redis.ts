@@ -89,6 +89,8 @@ export interface RedisConnection {
   readonly pauseWrites: (duration: Duration.DurationInput) => Effect.Effect<void, RedisFailure>
   readonly unpause: Effect.Effect<void, RedisFailure>
   readonly configSet: (key: string, value: string) => Effect.Effect<void, RedisFailure>
+  /** Completes when the server next drops the connection: a process that dies is seen at once. */
+  readonly closed: Effect.Effect<void>
 }
 
 export interface RedisService {
@@ -253,7 +255,12 @@ export const make: RedisService = {
             c.call("CLIENT", "PAUSE", String(Math.max(1, Math.round(Duration.toMillis(duration)))), "WRITE")
           ).pipe(Effect.asVoid),
         unpause: run("CLIENT UNPAUSE", (c) => c.call("CLIENT", "UNPAUSE")).pipe(Effect.asVoid),
-        configSet: (key, value) => run(`CONFIG SET ${key}`, (c) => c.call("CONFIG", "SET", key, value)).pipe(Effect.asVoid)
+        configSet: (key, value) => run(`CONFIG SET ${key}`, (c) => c.call("CONFIG", "SET", key, value)).pipe(Effect.asVoid),
+        closed: Effect.async<void>((resume) => {
+          const onClose = () => resume(Effect.void)
+          client.once("close", onClose)
+          return Effect.sync(() => client.off("close", onClose))
+        })
       } satisfies RedisConnection
     })
 }

@@ -30,6 +30,21 @@ describe("InMemoryRedis: reachability", () => {
       expect(yield* world.commands(M)).toEqual([])
     }).pipe(Effect.provide(layerTest)))
 
+  it.scoped("closed completes when the server is killed, not when it is frozen", () =>
+    Effect.gen(function* () {
+      const world = yield* masterAndReplica
+      const m = yield* connect(M)
+      const r = yield* connect(R1)
+      const mClosed = yield* Effect.fork(m.closed)
+      const rClosed = yield* Effect.fork(r.closed)
+      yield* world.freeze(R1)
+      yield* TestClock.adjust("5 seconds")
+      expect(Option.isNone(yield* Fiber.poll(mClosed))).toBe(true)
+      yield* world.kill(M)
+      yield* Fiber.join(mClosed)
+      expect(Option.isNone(yield* Fiber.poll(rClosed))).toBe(true)
+    }).pipe(Effect.provide(layerTest)))
+
   it.scoped("a frozen server times out after the connection's timeout, under TestClock", () =>
     Effect.gen(function* () {
       const world = yield* masterAndReplica

@@ -123,6 +123,8 @@ export class RedisWorld {
   private readonly servers = new Map<string, Server>()
   private readonly logs = new Map<string, Array<string>>()
   private readonly connections = new Map<string, number>()
+  /** Connections waiting for their server to drop them (`RedisConnection.closed`). */
+  private readonly closeWaiters = new Map<string, Array<Deferred.Deferred<void>>>()
   private replidCounter = 0
 
   // -------------------------------------------------------------------------------------------
@@ -189,8 +191,12 @@ export class RedisWorld {
       s.pending = []
       s.state = "down"
       s.pausedUntil = null
+      const waiters = this.closeWaiters.get(keyOf(addr)) ?? []
+      this.closeWaiters.delete(keyOf(addr))
       return Effect.zipRight(
-        Effect.forEach(aborted, (p) => p.abort, { discard: true }),
+        Effect.forEach([...aborted.map((p) => p.abort), ...waiters.map((d) => Deferred.succeed(d, undefined))], (e) => e, {
+          discard: true
+        }),
         this.atNow((now) => this.reconcile(now))
       )
     })
@@ -365,7 +371,16 @@ export class RedisWorld {
       configSet: (key, value) =>
         this.call(address, timeout, `CONFIG SET ${key} ${value}`, true, (s) => {
           s.config.set(key, value)
-        })
+        }),
+      closed: Effect.flatMap(Deferred.make<void>(), (d) =>
+        Effect.zipRight(
+          Effect.sync(() => {
+            const key = keyOf(address)
+            this.closeWaiters.set(key, [...(this.closeWaiters.get(key) ?? []), d])
+          }),
+          Deferred.await(d)
+        )
+      )
     }
   }
 

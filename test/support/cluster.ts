@@ -146,7 +146,8 @@ const mortal = (service: RedisService, dead: () => boolean): RedisService => ({
       replicaOf: (target) => hangs(dead, c.replicaOf(target)),
       pauseWrites: (duration) => hangs(dead, c.pauseWrites(duration)),
       unpause: hangs(dead, c.unpause),
-      configSet: (key, value) => hangs(dead, c.configSet(key, value))
+      configSet: (key, value) => hangs(dead, c.configSet(key, value)),
+      closed: hangs(dead, c.closed)
     }))
 })
 
