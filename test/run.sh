@@ -123,5 +123,16 @@ npm run build </dev/null
 
 log "vitest run ${vitest_args[*]+"${vitest_args[*]}"}"
 status=0
-npx vitest run ${vitest_args[@]+"${vitest_args[@]}"} </dev/null || status=$?
+results=.vitest-tmp/results.json
+mkdir -p .vitest-tmp
+rm -f "$results"
+npx vitest run --reporter=default --reporter=json --outputFile.json="$results" \
+  ${vitest_args[@]+"${vitest_args[@]}"} </dev/null || status=$?
+# One plain closing line with the counts, whatever the reporter printed above it.
+if [ -f "$results" ]; then
+  node -e '
+    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))
+    console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""))
+  ' "$results"
+fi
 exit "$status"
