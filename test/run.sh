@@ -125,7 +125,7 @@ log "vitest run ${vitest_args[*]+"${vitest_args[*]}"}"
 status=0
 results=.vitest-tmp/results.json
 mkdir -p .vitest-tmp
-rm -f "$results"
+rm -f "$results" .vitest-tmp/summary.txt
 npx vitest run --reporter=default --reporter=json --outputFile.json="$results" \
   ${vitest_args[@]+"${vitest_args[@]}"} </dev/null || status=$?
 # One plain closing line with the counts, whatever the reporter printed above it.
@@ -133,6 +133,6 @@ if [ -f "$results" ]; then
   node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))
     console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""))
-  ' "$results"
+  ' "$results" | tee .vitest-tmp/summary.txt
 fi
 exit "$status"
