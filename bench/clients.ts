@@ -29,6 +29,13 @@ export const now = (): number => performance.timeOrigin + performance.now()
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
+/**
+ * Waits for `f()` for at most `ms`. Interruptible on purpose: a release runs uninterruptibly, and
+ * there a plain timeout would wait for a promise that never settles (a command to a frozen server).
+ */
+export const boundedPromise = (f: () => Promise<unknown>, ms = 5000): Effect.Effect<void> =>
+  Effect.promise(f).pipe(Effect.interruptible, Effect.timeoutOption(ms), Effect.asVoid)
+
 export const errorText = (e: unknown): string =>
   e instanceof Error ? e.message : typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e)
 
@@ -244,7 +251,7 @@ const polled = (
         }
       }
     }),
-    (d) => Effect.promise(() => d.stop())
+    (d) => boundedPromise(() => d.stop())
   ).pipe(Effect.map((d) => d.discovery))
 
 const withPort = (h: string) => (/:\d+$/.test(h) ? h : `${h}:2181`)
@@ -433,7 +440,7 @@ export const writer = (
           key,
           acks: () => acks,
           failures: () => failures,
-          stop: Effect.promise(async () => {
+          stop: boundedPromise(async () => {
             running = false
             interrupt?.()
             unsubscribe()
@@ -448,7 +455,7 @@ export const writer = (
         }
       }
     }),
-    (w) => Effect.promise(() => w.stopNow())
+    (w) => boundedPromise(() => w.stopNow())
   ).pipe(Effect.map((w) => w.handle))
 
 /**
@@ -464,23 +471,30 @@ export const staleWriter = (address: Address, key: string): Effect.Effect<Writer
       const failures: Array<Failure> = []
       const link = new Link(address, { name: "bench-stale" })
       let running = true
+      let stopped!: () => void
+      // Stopping does not wait for a write in flight: a frozen server would never answer it.
+      const stopping = new Promise<"stopped">((r) => (stopped = () => r("stopped")))
       const loop = (async () => {
         let id = 0
         while (running) {
           const myId = ++id
           const sentAt = now()
-          try {
-            await link.call("SADD", key, String(myId))
-            acks.push({ id: myId, sentAt, at: now(), port: address.port })
-          } catch (e) {
-            if (!running) break
-            failures.push({ at: now(), port: address.port, kind: errorKind(e) })
-            await sleep(isReplyError(e) ? 2 : 20)
+          const result = await Promise.race([
+            link.call("SADD", key, String(myId)).then(() => now(), (e: unknown) => ({ error: e })),
+            stopping
+          ])
+          if (result === "stopped" || !running) break
+          if (typeof result === "number") {
+            acks.push({ id: myId, sentAt, at: result, port: address.port })
+          } else {
+            failures.push({ at: now(), port: address.port, kind: errorKind(result.error) })
+            await sleep(isReplyError(result.error) ? 2 : 20)
           }
         }
       })()
       const stopNow = () => {
         running = false
+        stopped()
         link.close()
         return loop
       }
@@ -489,10 +503,10 @@ export const staleWriter = (address: Address, key: string): Effect.Effect<Writer
           key,
           acks: () => acks,
           failures: () => failures,
-          stop: Effect.promise(stopNow)
+          stop: boundedPromise(stopNow)
         } satisfies WriterHandle,
         stopNow
       }
     }),
-    (w) => Effect.promise(() => w.stopNow())
+    (w) => boundedPromise(() => w.stopNow())
   ).pipe(Effect.map((w) => w.handle))

@@ -255,6 +255,9 @@ const dictatorSystem: Effect.Effect<DictatorSystem, unknown, Scope.Scope> =
     // Registered after the dictators, so it runs before their own release: no chain of graceful
     // handovers at teardown.
     yield* Effect.addFinalizer(() => Effect.forEach(dictators, (d) => d.kill9, { concurrency: "unbounded", discard: true }))
+    // Runs first: a process left SIGSTOPped by a failed round would never act on the SIGTERM of
+    // its release (and the harness's stop would wait for it forever).
+    yield* Effect.addFinalizer(() => Effect.forEach([...redis, ...dictators], (p) => p.signal("SIGCONT"), { discard: true }))
     const nodes: ReadonlyArray<Node> = NAMES.map((name, i) => ({ name, redis: redis[i]!, dictator: dictators[i]! }))
     const discovery = yield* zkDiscovery(zk.hosts, SVC)
     const monitor = yield* links({ commandTimeoutMs: 500, name: "bench-monitor" })
@@ -278,18 +281,24 @@ const dictatorSystem: Effect.Effect<DictatorSystem, unknown, Scope.Scope> =
       return (yield* Effect.promise(() => writable(sys, master))) ? Option.some(master) : Option.none()
     })
 
-    const restore = Effect.gen(function* () {
-      for (const n of nodes) {
-        yield* n.redis.signal("SIGCONT")
-        yield* n.dictator!.signal("SIGCONT")
-      }
+    /** Restarts what is not running (Redis first, then dictators); a no-op when all run. */
+    const restartDead = Effect.gen(function* () {
       for (const n of nodes) if (!(yield* n.redis.running)) yield* n.redis.start
       yield* Effect.forEach(
         nodes,
         (n) => Effect.flatMap(n.dictator!.running, (up) => (up ? Effect.void : n.dictator!.start)),
         { concurrency: "unbounded", discard: true }
       )
-      const master = yield* waitUntil("a converged Dictator service", converged, {
+    })
+
+    const restore = Effect.gen(function* () {
+      for (const n of nodes) {
+        yield* n.redis.signal("SIGCONT")
+        yield* n.dictator!.signal("SIGCONT")
+      }
+      // Restarts inside the wait: a process may still be on its way out (a SIGTERMed dictator
+      // handing over) when the restore begins.
+      const master = yield* waitUntil("a converged Dictator service", Effect.zipRight(restartDead, converged), {
         timeout: Duration.millis(CONVERGE_TIMEOUT_MS),
         interval: "200 millis"
       })
@@ -331,6 +340,9 @@ const sentinelSystem: Effect.Effect<System & { readonly sentinels: ReadonlyArray
     const first = redis[0]!
     for (const r of redis.slice(1)) yield* r.cli("REPLICAOF", first.host, String(first.port))
     const sentinels = yield* Effect.forEach([1, 2, 3], () => sentinelProcess({ ...SENTINEL, masterPort: first.port }))
+    // Runs before the servers' release: a redis-server left SIGSTOPped by a failed round would
+    // never act on its SIGTERM.
+    yield* Effect.addFinalizer(() => Effect.forEach(redis, (r) => r.signal("SIGCONT"), { discard: true }))
     const discovery = yield* sentinelDiscovery(sentinels, SENTINEL.masterName)
     const monitor = yield* links({ commandTimeoutMs: 500, name: "bench-monitor" })
 
@@ -362,18 +374,23 @@ const sentinelSystem: Effect.Effect<System & { readonly sentinels: ReadonlyArray
       return ok ? Option.some(master) : Option.none<Node>()
     })
 
-    const restore = Effect.gen(function* () {
-      for (const n of nodes) yield* n.redis.signal("SIGCONT")
+    /**
+     * Restarts a killed redis-server. It comes up as an empty master (no config file to remember
+     * REPLICAOF in): point it at the current master, as its config file would, rather than
+     * waiting for Sentinel to convert it.
+     */
+    const restartDead = Effect.gen(function* () {
       for (const n of nodes) {
         if (yield* n.redis.running) continue
         yield* n.redis.start
-        // A restarted redis-server comes up as an empty master (no config file to remember
-        // REPLICAOF in): point it at the current master, as its config file would, rather than
-        // waiting for Sentinel to convert it.
         const master = discoveredNode(sys)
         if (master !== undefined && master !== n) yield* n.redis.cli("REPLICAOF", master.redis.host, String(master.redis.port))
       }
-      const master = yield* waitUntil("a converged Sentinel service", converged, {
+    })
+
+    const restore = Effect.gen(function* () {
+      for (const n of nodes) yield* n.redis.signal("SIGCONT")
+      const master = yield* waitUntil("a converged Sentinel service", Effect.zipRight(restartDead, converged), {
         timeout: Duration.millis(CONVERGE_TIMEOUT_MS),
         interval: "200 millis"
       })
@@ -648,7 +665,10 @@ const runCase = (sys: System, c: CaseDef, rounds: number, results: Array<RoundRe
         Effect.exit
       )
       if (Exit.isFailure(exit)) {
-        if (Cause.isInterruptedOnly(exit.cause)) return yield* Effect.interrupt
+        if (Cause.isInterruptedOnly(exit.cause)) {
+          r.error = "interrupted"
+          return yield* Effect.interrupt
+        }
         r.ok = false
         r.error = Cause.pretty(exit.cause).split("\n").slice(0, 12).join("\n")
         r.logs = sys.outputs(80)
@@ -709,6 +729,9 @@ const saveLogs = (dir: string, system: string, outputs: Record<string, string>) 
 const main = Effect.gen(function* () {
   const opts = parseArgs(process.argv.slice(2))
   const started = new Date()
+  // The code under test: the commit at the start (the build was made just before).
+  const gitCommit = run("git", ["-C", repoRoot(), "rev-parse", "HEAD"])
+  const gitDirtySrc = run("git", ["-C", repoRoot(), "status", "--porcelain", "--", "src"]).length > 0
   const results: Array<RoundResult> = []
   const memory: Array<MemoryLine> = []
   const systemErrors: Record<string, string> = {}
@@ -749,8 +772,8 @@ const main = Effect.gen(function* () {
           redisSentinel: run(process.env.REDIS_SENTINEL ?? "redis-sentinel", ["--version"]),
           zookeeper: zookeeperVersion,
           java: run(process.env.JAVA ?? "java", ["-version"]).split("\n")[0],
-          gitCommit: run("git", ["-C", repoRoot(), "rev-parse", "HEAD"]),
-          gitDirtySrc: run("git", ["-C", repoRoot(), "status", "--porcelain", "--", "src"]).length > 0
+          gitCommit,
+          gitDirtySrc
         },
         settings: {
           redisArgs: REDIS_ARGS,
@@ -826,6 +849,15 @@ const main = Effect.gen(function* () {
     Effect.onInterrupt(() => finish(true).pipe(Effect.orDie)),
     Effect.zipRight(finish(false))
   )
+  const failed = results.filter((r) => !r.ok).length + Object.keys(systemErrors).length
+  if (failed > 0) console.log(`\n${failed} failed round(s) or system(s): exit code 1 (see "error" and "logs" in the JSON)`)
+  return failed
 })
 
-NodeRuntime.runMain(main, { disablePrettyLogger: true })
+// Exit code: 0 when every round completed (targets are reported, not asserted), 1 when a round or
+// a system failed, 130 when interrupted (Ctrl-C; partial results are still written).
+NodeRuntime.runMain(main, {
+  disablePrettyLogger: true,
+  teardown: (exit, onExit) =>
+    onExit(Exit.isSuccess(exit) ? (exit.value === 0 ? 0 : 1) : Cause.isInterruptedOnly(exit.cause) ? 130 : 1)
+})

@@ -100,6 +100,7 @@ type MeasureKey =
   | "lost"
   | "staleAfterWritable"
   | "staleSentAfterWritable"
+  | "staleLastAfterWritableMs"
   | "maxGapMs"
   | "rejoinAfterResumeMs"
 
@@ -119,6 +120,7 @@ export const MEASURES: ReadonlyArray<Measure> = [
   { key: "lost", label: "(c) acked writes lost", unit: "writes" },
   { key: "staleAfterWritable", label: "(d) old-master acks after new writable", unit: "writes", only: frozen },
   { key: "staleSentAfterWritable", label: "    of writes sent after new writable", unit: "writes", only: frozen },
+  { key: "staleLastAfterWritableMs", label: "    old master's last ack after new writable", unit: "ms", only: frozen },
   { key: "maxGapMs", label: "(e) longest write gap", unit: "ms" },
   { key: "rejoinAfterResumeMs", label: "    old master rejoined after SIGCONT", unit: "ms", only: frozen }
 ]

@@ -113,7 +113,8 @@ export const sentinelProcess = (o: SentinelOptions): Effect.Effect<SentinelProce
         live.add(c)
         return c
       }),
-      (c) => Effect.promise(() => stopChild(c))
+      // SIGKILL after 5 s inside stopChild; the outer bound is for a child that ignores even that.
+      (c) => Effect.promise(() => stopChild(c)).pipe(Effect.interruptible, Effect.timeoutOption("15 seconds"))
     )
     yield* waitUntil(
       `redis-sentinel on port ${port} to answer PING`,
