@@ -425,6 +425,8 @@ export const writer = (
           ])
           if (typeof result === "number") {
             acks.push({ id: myId, sentAt, at: result, port: m.port })
+          } else if (!running) {
+            break
           } else if (result === "changed") {
             failures.push({ at: now(), port: m.port, kind: "abandoned" })
             link.drop()
