@@ -76,6 +76,11 @@ export class DictatorNode extends Context.Tag("dictator/Node")<DictatorNode, Dic
 /** Past the client's first reconnect attempt (20 ms, see Redis.ts), which tells refused from alive. */
 const RECHECK_AFTER_CLOSE = Duration.millis(30)
 
+/** How soon a follower looks again at a new master that was not promoted yet. */
+const PROMOTION_RECHECK = Duration.millis(5)
+/** A record naming a server that never gets promoted (another program's) is followed after this. */
+const PROMOTION_WAIT_MAX = 1000
+
 /** Long enough to outlive any outage we fence through; lifted explicitly when we act again. */
 const FENCE_PAUSE = Duration.hours(1)
 
@@ -536,6 +541,8 @@ export const make = Effect.gen(function* () {
     return Option.isSome(node) && session.status === "connected" && node.value.stat.ephemeralOwner === session.sessionId
   }).pipe(Effect.catchAll(() => Effect.succeed(false)))
 
+  let promotionWait: { readonly key: string; readonly since: number } | null = null
+
   const applyRedisStep = (plan: Plan) =>
     Effect.gen(function* () {
       const h = yield* SubscriptionRef.get(health)
@@ -546,10 +553,23 @@ export const make = Effect.gen(function* () {
           yield* Effect.logInfo("local Redis is not master but this node owns the master znode: REPLICAOF NO ONE")
           yield* local.replicaOf(null)
           break
-        case "ReplicateFrom":
+        case "ReplicateFrom": {
+          // The znode comes before the winner's REPLICAOF NO ONE: a replica that asks a server
+          // not yet promoted gets -NOMASTERLINK and Redis retries only a second later. Wait for
+          // the promotion (a few ms) when the new master answers; when it does not, go ahead.
+          const target = yield* Effect.flatMap(peer(step.master), (c) => Effect.option(c.replication))
+          const t = yield* now
+          const key = formatAddress(step.master)
+          if (promotionWait === null || promotionWait.key !== key) promotionWait = { key, since: t }
+          if (Option.isSome(target) && target.value.role !== "master" && t - promotionWait.since < PROMOTION_WAIT_MAX) {
+            yield* Effect.logDebug(`master ${step.master.name} not promoted yet; following it in a moment`)
+            yield* Effect.forkIn(Effect.zipRight(Effect.sleep(PROMOTION_RECHECK), Queue.offer(wake, undefined)), scope)
+            break
+          }
           yield* Effect.logInfo(`following master ${step.master.name}: REPLICAOF ${formatAddress(step.master)}`)
           yield* local.replicaOf(step.master)
           break
+        }
         case "PauseWrites":
           yield* Effect.logWarning(`fencing: pausing writes on the local Redis (${plan._tag === "Fence" || plan._tag === "Resign" || plan._tag === "ClearStale" ? plan.reason : "not the master"})`)
           // Marked first: a pause that times out may still run later (a frozen Redis runs its

@@ -272,8 +272,9 @@ const makeManaged = (spec: ProcessSpec): Managed => {
     )
   })
 
+  // Interruptible wait: `stop` runs uninterruptibly, where a timeout could not cut it short.
   const waitExit = (current: Run, within: Duration.DurationInput): Effect.Effect<boolean> =>
-    Effect.promise(() => current.exited).pipe(
+    Effect.interruptible(Effect.promise(() => current.exited)).pipe(
       Effect.timeoutOption(within),
       Effect.map(Option.isSome)
     )
@@ -298,7 +299,9 @@ const makeManaged = (spec: ProcessSpec): Managed => {
   const stop: Effect.Effect<void> = Effect.suspend(() => {
     const current = run
     if (current === undefined || current.done) return Effect.void
-    return signal("SIGTERM").pipe(
+    // SIGCONT first: a process stopped by a test (SIGSTOP) would never act on SIGTERM.
+    return signal("SIGCONT").pipe(
+      Effect.zipRight(signal("SIGTERM")),
       Effect.zipRight(waitExit(current, "10 seconds")),
       Effect.flatMap((exited) => (exited ? Effect.void : kill9))
     )
