@@ -16,6 +16,7 @@
 import { Effect, type Scope } from "effect"
 import { Redis as IORedis } from "ioredis"
 import zookeeper from "node-zookeeper-client"
+import { reopeningZkClient } from "../test/support/servers.js"
 
 export interface Address {
   readonly host: string
@@ -254,8 +255,6 @@ const polled = (
     (d) => boundedPromise(() => d.stop())
   ).pipe(Effect.map((d) => d.discovery))
 
-const withPort = (h: string) => (/:\d+$/.test(h) ? h : `${h}:2181`)
-
 /** The master znode `/services/redis/<svc>/master`, read every `intervalMs` on one long-lived session. */
 export const zkDiscovery = (
   hosts: ReadonlyArray<string>,
@@ -264,23 +263,10 @@ export const zkDiscovery = (
 ): Effect.Effect<Discovery, never, Scope.Scope> =>
   Effect.gen(function* () {
     const path = `/services/redis/${svc}/master`
-    let client: zookeeper.Client | undefined
-    let expired = false
-    const open = (): zookeeper.Client => {
-      client?.close()
-      expired = false
-      const c = zookeeper.createClient(hosts.map(withPort).join(","), { sessionTimeout: 6000, spinDelay: 100, retries: 0 })
-      c.on("state", (s) => {
-        if (s === zookeeper.State.EXPIRED) expired = true
-      })
-      c.connect()
-      client = c
-      return c
-    }
-    yield* Effect.addFinalizer(() => Effect.sync(() => client?.close()))
+    const zkClient = yield* reopeningZkClient(hosts, 6000)
     const read = () =>
       new Promise<MasterSeen | null | undefined>((resolve) => {
-        const c = client === undefined || expired ? open() : client
+        const c = zkClient()
         c.getData(path, (error, data) => {
           if (error) {
             const code = (error as { code?: unknown }).code

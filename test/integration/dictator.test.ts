@@ -16,6 +16,7 @@ import { expect, layer, describe, it } from "@effect/vitest"
 import { Context, Duration, Effect, Layer, Option, type Scope } from "effect"
 import zookeeper from "node-zookeeper-client"
 import {
+  accepts,
   type DictatorProcess,
   HarnessError,
   type RedisServer,
@@ -97,19 +98,6 @@ const fourLetters = (port: number, word: string): Effect.Effect<string, HarnessE
     })
   })
 
-/** True when something accepts TCP connections on 127.0.0.1:port. */
-const accepts = (port: number): Effect.Effect<boolean> =>
-  Effect.async<boolean>((resume) => {
-    const socket = net.createConnection({ host: "127.0.0.1", port })
-    const done = (ok: boolean) => {
-      socket.destroy()
-      resume(Effect.succeed(ok))
-    }
-    socket.setTimeout(1000, () => done(false))
-    socket.once("connect", () => done(true))
-    socket.once("error", () => done(false))
-    return Effect.sync(() => socket.destroy())
-  })
 
 /** A GET with request headers (the harness's `httpRequest` sends none). */
 const httpGetWithHeaders = (port: number, urlPath: string, headers: Record<string, string>) =>

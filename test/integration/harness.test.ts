@@ -3,10 +3,10 @@
  * can be killed and restarted, and are gone once their scope closes.
  */
 import { existsSync, readFileSync } from "node:fs"
-import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Option, Scope } from "effect"
 import {
+  accepts,
   dictator,
   freePort,
   readMaster,
@@ -16,19 +16,6 @@ import {
   zooKeeperEnsemble
 } from "../support/servers.js"
 
-/** True when something accepts TCP connections on 127.0.0.1:port. */
-const accepts = (port: number): Effect.Effect<boolean> =>
-  Effect.async<boolean>((resume) => {
-    const socket = net.createConnection({ host: "127.0.0.1", port })
-    const done = (ok: boolean) => {
-      socket.destroy()
-      resume(Effect.succeed(ok))
-    }
-    socket.setTimeout(1000, () => done(false))
-    socket.once("connect", () => done(true))
-    socket.once("error", () => done(false))
-    return Effect.sync(() => socket.destroy())
-  })
 
 describe("harness", () => {
   it.live("freePort never hands out the same port twice", () =>

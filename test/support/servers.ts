@@ -31,6 +31,7 @@ import { fileURLToPath } from "node:url"
 import { Cause, Clock, Data, Duration, Effect, Option, Scope } from "effect"
 import { Redis as IORedis } from "ioredis"
 import zookeeper from "node-zookeeper-client"
+import { connectionString } from "../../src/ZooKeeper.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors and small helpers
@@ -805,12 +806,51 @@ export const dictator = (opts: {
 // Reading ZooKeeper from the outside
 // ---------------------------------------------------------------------------------------------
 
-const withPort = (h: string) => (/:\d+$/.test(h) ? h : `${h}:2181`)
+/**
+ * One long-lived client for reading ZooKeeper from the outside every few ms (a session per read
+ * would cost ZooKeeper a session each time). `current()` gives the client, a new session when the
+ * previous one expired. Closed with the scope.
+ */
+export const reopeningZkClient = (
+  hosts: ReadonlyArray<string>,
+  sessionTimeoutMs = 10000
+): Effect.Effect<() => zookeeper.Client, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    let client: zookeeper.Client | undefined
+    let expired = false
+    yield* Effect.addFinalizer(() => Effect.sync(() => client?.close()))
+    return () => {
+      if (client !== undefined && !expired) return client
+      client?.close()
+      expired = false
+      const c = zookeeper.createClient(connectionString(hosts), { sessionTimeout: sessionTimeoutMs, spinDelay: 100, retries: 0 })
+      c.on("state", (state) => {
+        if (state === zookeeper.State.EXPIRED) expired = true
+      })
+      c.connect()
+      client = c
+      return c
+    }
+  })
+
+/** True when something accepts TCP connections on 127.0.0.1:port. */
+export const accepts = (port: number): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const socket = net.createConnection({ host: "127.0.0.1", port })
+    const done = (ok: boolean) => {
+      socket.destroy()
+      resume(Effect.succeed(ok))
+    }
+    socket.setTimeout(1000, () => done(false))
+    socket.once("connect", () => done(true))
+    socket.once("error", () => done(false))
+    return Effect.sync(() => socket.destroy())
+  })
 
 /** A short-lived node-zookeeper-client session, connected (≤ 5 s) and closed with the scope. */
 export const zkSession = (hosts: ReadonlyArray<string>): Effect.Effect<zookeeper.Client, HarnessError, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.sync(() => zookeeper.createClient(hosts.map(withPort).join(","), { sessionTimeout: 4000, spinDelay: 100, retries: 0 })),
+    Effect.sync(() => zookeeper.createClient(connectionString(hosts), { sessionTimeout: 4000, spinDelay: 100, retries: 0 })),
     (client) => Effect.sync(() => client.close())
   ).pipe(
     Effect.tap((client) =>

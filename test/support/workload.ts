@@ -26,6 +26,7 @@ import {
   type ZkServer,
   readMaster,
   redisCommand,
+  reopeningZkClient,
   waitUntil
 } from "./servers.js"
 
@@ -189,8 +190,6 @@ export interface MasterFollower {
 
 const masterPath = (svc: string) => `/services/redis/${svc}/master`
 
-const withPort = (h: string) => (/:\d+$/.test(h) ? h : `${h}:2181`)
-
 /**
  * Follows `/services/redis/<svc>/master` on one long-lived ZooKeeper session, read every
  * `pollMs` (a fresh session per read would cost ZooKeeper a session every 20 ms). A new session
@@ -206,22 +205,9 @@ export const followMaster = (
     const path = masterPath(svc)
     const current = yield* Ref.make<Option.Option<MasterSeen>>(Option.none())
     const history: Array<{ at: number; master: MasterSeen | null }> = []
-    let client: zookeeper.Client | undefined
-    let expired = false
-    const open = () => {
-      client?.close()
-      expired = false
-      const c = zookeeper.createClient(hosts.map(withPort).join(","), { sessionTimeout: 10000, spinDelay: 100, retries: 0 })
-      c.on("state", (s) => {
-        if (s === zookeeper.State.EXPIRED) expired = true
-      })
-      c.connect()
-      client = c
-      return c
-    }
-    yield* Effect.addFinalizer(() => Effect.sync(() => client?.close()))
+    const zkClient = yield* reopeningZkClient(hosts)
     const read = Effect.suspend(() => {
-      const c = client === undefined || expired ? open() : client
+      const c = zkClient()
       return Effect.async<Option.Option<MasterSeen> | "unknown">((resume) => {
         c.getData(path, (error, data, stat) => {
           if (error) {
