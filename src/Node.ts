@@ -47,7 +47,7 @@ import { servicePaths } from "./Paths.js"
 import { reconnectSchedule } from "./Retry.js"
 import { formatAddress, Redis, type RedisAddress, type RedisConnection } from "./Redis.js"
 import { VERSION } from "./Version.js"
-import { ZooKeeper, type SessionInfo, type ZkNode } from "./ZooKeeper.js"
+import { ZooKeeper, type SessionInfo, type ZkBadVersion, type ZkNode, type ZkNoNode } from "./ZooKeeper.js"
 
 export type Role = "starting" | "master" | "replica" | "candidate" | "fenced" | "disabled" | "waiting" | "handing-over"
 
@@ -211,6 +211,14 @@ export const make = Effect.gen(function* () {
     Effect.annotateLogs({ loop: "master-watch" })
   )
 
+  /** A removal that found the node gone or replaced has nothing left to do. */
+  const goneAlready = <A, E extends { readonly _tag: string }, R>(self: Effect.Effect<A, E, R>) =>
+    Effect.catchIf(
+      self,
+      (e): e is Extract<E, ZkNoNode | ZkBadVersion> => e._tag === "ZkNoNode" || e._tag === "ZkBadVersion",
+      () => Effect.void
+    )
+
   /**
    * Removes the master znode of `view` and never a newer one: the epoch znode's version is checked
    * in the same transaction. For a master znode made by another program (no epoch), the czxid is
@@ -228,7 +236,7 @@ export const make = Effect.gen(function* () {
       if (Option.isNone(current) || current.value.stat.czxid !== view.epoch) return
       yield* Effect.logWarning(`master znode epoch ${view.epoch} has no epoch record (made by another program): removing it by version only`)
       yield* zk.remove(paths.master, view.version)
-    }).pipe(Effect.catchTags({ ZkNoNode: () => Effect.void, ZkBadVersion: () => Effect.void }))
+    }).pipe(goneAlready)
 
   /** Creates the master znode and bumps the epoch znode in one transaction. */
   const createMaster = (data: Uint8Array) =>
@@ -313,9 +321,7 @@ export const make = Effect.gen(function* () {
     const existing = yield* zk.get(paths.member(self.name))
     const session = yield* SubscriptionRef.get(zk.session)
     if (Option.isSome(existing) && existing.value.stat.ephemeralOwner === session.sessionId) {
-      yield* zk.remove(paths.member(self.name), existing.value.stat.version).pipe(
-        Effect.catchTags({ ZkNoNode: () => Effect.void, ZkBadVersion: () => Effect.void })
-      )
+      yield* zk.remove(paths.member(self.name), existing.value.stat.version).pipe(goneAlready)
     }
   })
 
@@ -342,9 +348,7 @@ export const make = Effect.gen(function* () {
     // A new session: our record from an older one may still be there until it expires.
     const existing = yield* zk.get(path)
     if (Option.isSome(existing) && existing.value.stat.ephemeralOwner !== session.sessionId) {
-      yield* zk.remove(path, existing.value.stat.version).pipe(
-        Effect.catchTags({ ZkNoNode: () => Effect.void, ZkBadVersion: () => Effect.void })
-      )
+      yield* zk.remove(path, existing.value.stat.version).pipe(goneAlready)
     }
     yield* zk.ensurePath(paths.members)
     yield* zk.create(path, encodeMember(record), "ephemeral").pipe(
