@@ -151,7 +151,9 @@ describe("harness", () => {
         node: { name: "solo", host: "127.0.0.1", port: redis.port, priority: 50 }
       })
       expect((yield* d.http("/ping")).status).toBe(200)
-      expect(typeof (yield* d.status)).toBe("object")
+      // /ping answers from the start; /status once the node is built (503 "starting" before).
+      const status = yield* waitUntil("solo's /status", Effect.map(d.status, Option.some), { timeout: "30 seconds" })
+      expect(typeof status).toBe("object")
 
       const master = yield* waitUntil("solo to own the master znode", readMaster([zk.connectString], "harness"), {
         timeout: "30 seconds"
