@@ -16,7 +16,7 @@
 import { Effect, type Scope } from "effect"
 import { Redis as IORedis } from "ioredis"
 import zookeeper from "node-zookeeper-client"
-import { reopeningZkClient } from "../test/support/servers.js"
+import { oneShotRedis, reopeningZkClient } from "../test/support/servers.js"
 
 export interface Address {
   readonly host: string
@@ -69,19 +69,10 @@ export class Link {
   private connect(): Promise<IORedis> {
     if (this.closed) return Promise.reject(new Error("link closed"))
     if (this.connecting !== undefined) return this.connecting
-    const client = new IORedis({
-      host: this.address.host,
-      port: this.address.port,
-      lazyConnect: true,
-      connectionName: this.opts.name,
-      connectTimeout: this.opts.connectTimeoutMs ?? 1000,
-      ...(this.opts.commandTimeoutMs === undefined ? {} : { commandTimeout: this.opts.commandTimeoutMs }),
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      enableReadyCheck: false,
-      autoResendUnfulfilledCommands: false,
-      retryStrategy: () => null,
-      reconnectOnError: () => false
+    const client = oneShotRedis(this.address, {
+      connectTimeoutMs: this.opts.connectTimeoutMs ?? 1000,
+      ...(this.opts.commandTimeoutMs === undefined ? {} : { commandTimeoutMs: this.opts.commandTimeoutMs }),
+      name: this.opts.name
     })
     // Failures surface through the command promises.
     client.on("error", () => {})

@@ -592,6 +592,30 @@ const replyText = (r: unknown): string =>
         : String(r)
 
 /** One Redis command over a fresh connection (≤ 5 s), closed afterwards. */
+/**
+ * A client for tests and measurements: connects when asked (`connect()`), never reconnects, never
+ * queues or resends, so every failure surfaces at once through the command's promise. Its
+ * 'error' events are the caller's to listen to.
+ */
+export const oneShotRedis = (
+  address: { readonly host: string; readonly port: number },
+  opts: { readonly connectTimeoutMs: number; readonly commandTimeoutMs?: number; readonly name?: string }
+): IORedis =>
+  new IORedis({
+    host: address.host,
+    port: address.port,
+    lazyConnect: true,
+    connectTimeout: opts.connectTimeoutMs,
+    ...(opts.commandTimeoutMs === undefined ? {} : { commandTimeout: opts.commandTimeoutMs }),
+    ...(opts.name === undefined ? {} : { connectionName: opts.name }),
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    enableReadyCheck: false,
+    autoResendUnfulfilledCommands: false,
+    retryStrategy: () => null,
+    reconnectOnError: () => false
+  })
+
 export const redisCommand = (
   port: number,
   args: ReadonlyArray<string>,
@@ -600,21 +624,7 @@ export const redisCommand = (
   const [command, ...rest] = args
   if (command === undefined) return Effect.fail(harnessError("cli: no command"))
   return Effect.acquireUseRelease(
-    Effect.sync(
-      () =>
-        new IORedis({
-          host,
-          port,
-          lazyConnect: true,
-          connectTimeout: 2000,
-          commandTimeout: 5000,
-          maxRetriesPerRequest: 0,
-          enableOfflineQueue: false,
-          enableReadyCheck: false,
-          retryStrategy: () => null,
-          reconnectOnError: () => false
-        })
-    ),
+    Effect.sync(() => oneShotRedis({ host, port }, { connectTimeoutMs: 2000, commandTimeoutMs: 5000 })),
     (client) =>
       Effect.tryPromise({
         try: async () => {

@@ -25,6 +25,7 @@ import {
   type RedisServer,
   type ZkServer,
   readMaster,
+  oneShotRedis,
   redisCommand,
   reopeningZkClient,
   waitUntil
@@ -82,19 +83,10 @@ class Connections {
     const key = formatAddress(a)
     const existing = this.clients.get(key)
     if (existing !== undefined) return existing
-    const client = new IORedis({
-      host: a.host,
-      port: a.port,
-      lazyConnect: true,
-      connectionName: this.connectionName,
-      connectTimeout: this.timeoutMs,
-      commandTimeout: this.timeoutMs,
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      enableReadyCheck: false,
-      autoResendUnfulfilledCommands: false,
-      retryStrategy: () => null,
-      reconnectOnError: () => false
+    const client = oneShotRedis(a, {
+      connectTimeoutMs: this.timeoutMs,
+      commandTimeoutMs: this.timeoutMs,
+      name: this.connectionName
     })
     // Failures surface through the command promises; the socket's own error (ECONNREFUSED …)
     // only through this event, so it is added to a failed connect's message.
@@ -618,17 +610,7 @@ const field = (v: unknown, ...keys: ReadonlyArray<string>): unknown =>
 const probeWrite = (a: Address, key: string, timeoutMs: number): Effect.Effect<string> =>
   Effect.acquireUseRelease(
     Effect.sync(() => {
-      const c = new IORedis({
-        host: a.host,
-        port: a.port,
-        lazyConnect: true,
-        connectTimeout: timeoutMs,
-        commandTimeout: timeoutMs,
-        maxRetriesPerRequest: 0,
-        enableOfflineQueue: false,
-        enableReadyCheck: false,
-        retryStrategy: () => null
-      })
+      const c = oneShotRedis(a, { connectTimeoutMs: timeoutMs, commandTimeoutMs: timeoutMs })
       c.on("error", () => {})
       return c
     }),
