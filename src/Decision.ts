@@ -53,6 +53,8 @@ export type MasterView =
       readonly epochVersion: number | null
     }
 
+export type PresentMaster = Extract<MasterView, { readonly _tag: "Present" }>
+
 export const encodeMasterRecord = (r: MasterRecord, extra: Record<string, unknown> = {}): Uint8Array =>
   new TextEncoder().encode(JSON.stringify({ host: r.host, port: String(r.port), name: r.name, ...extra }))
 
@@ -237,6 +239,8 @@ export interface VoteCount {
   readonly votes: number
   readonly needed: number
   readonly voters: ReadonlyArray<string>
+  /** A majority of the other members finds the master unreachable. */
+  readonly carried: boolean
 }
 
 export const countVotes = (
@@ -246,7 +250,8 @@ export const countVotes = (
 ): VoteCount => {
   const others = [...members.values()].filter((m) => m.name !== masterName)
   const voters = others.filter((m) => m.master_down === epoch).map((m) => m.name)
-  return { votes: voters.length, needed: votesNeeded(others.length), voters }
+  const needed = votesNeeded(others.length)
+  return { votes: voters.length, needed, voters, carried: voters.length >= needed }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,10 +278,12 @@ export type Plan =
   | { readonly _tag: "Idle"; readonly reason: string }
   | { readonly _tag: "Elect" }
   | { readonly _tag: "BeMaster" }
-  | { readonly _tag: "Resign"; readonly version: number; readonly reason: string }
+  /** Give up `master`, this node's znode (that epoch, never a newer one). */
+  | { readonly _tag: "Resign"; readonly master: PresentMaster; readonly reason: string }
   | { readonly _tag: "Follow"; readonly master: MasterRecord }
   | { readonly _tag: "Fence"; readonly reason: string }
-  | { readonly _tag: "ClearStale"; readonly version: number; readonly reason: string }
+  /** Remove `master`, left by an older session of this node. */
+  | { readonly _tag: "ClearStale"; readonly master: PresentMaster; readonly reason: string }
 
 export const decide = (s: Situation): Plan => {
   if (!s.enabled) return { _tag: "Idle", reason: "disabled" }
@@ -303,7 +310,7 @@ export const decide = (s: Situation): Plan => {
         return s.health._tag === "Down" || s.health._tag === "Loading"
           ? {
               _tag: "Resign",
-              version: m.version,
+              master: m,
               reason: s.health._tag === "Down" ? `local Redis down: ${s.health.detail}` : "local Redis is loading"
             }
           : { _tag: "BeMaster" }
@@ -311,7 +318,7 @@ export const decide = (s: Situation): Plan => {
       if (m.record.name === s.self.name) {
         return {
           _tag: "ClearStale",
-          version: m.version,
+          master: m,
           reason: `master znode names this node but belongs to an older session 0x${m.owner}`
         }
       }

@@ -41,6 +41,7 @@ import {
   type MasterView,
   type MemberRecord,
   type Plan,
+  type PresentMaster,
   type Self
 } from "./Decision.js"
 import { servicePaths } from "./Paths.js"
@@ -451,7 +452,7 @@ export const make = Effect.gen(function* () {
     if (!view.has(self.name)) view.set(self.name, yield* memberRecord)
     const prev = yield* Ref.get(previousMaster)
     // A master that a majority found unreachable is no candidate (and asking it would only time out).
-    const deposed = prev !== null && countVotes(view, prev.name, prev.epoch).votes >= countVotes(view, prev.name, prev.epoch).needed ? prev.name : null
+    const deposed = prev !== null && countVotes(view, prev.name, prev.epoch).carried ? prev.name : null
     const candidates = yield* Effect.forEach(view.values(), (m) => candidateOf(m, deposed), { concurrency: "unbounded" })
     return { ranking: rankCandidates(candidates, prev?.name ?? null), previous: prev }
   })
@@ -618,11 +619,11 @@ export const make = Effect.gen(function* () {
       if (step._tag !== "None") yield* checkNow
     })
 
-  const depose = (view: Extract<MasterView, { _tag: "Present" }>) =>
+  const depose = (view: PresentMaster) =>
     Effect.gen(function* () {
       if ((yield* SubscriptionRef.get(opinion)) !== view.epoch) return
       const votes = countVotes(yield* SubscriptionRef.get(members), view.record.name, view.epoch)
-      if (votes.votes < votes.needed) return
+      if (!votes.carried) return
       yield* Effect.logWarning(
         `deposing master ${view.record.name} (epoch ${view.epoch}): unreachable for ${votes.votes} of the other members (${votes.voters.join(", ")}), ${votes.needed} needed`
       )
@@ -665,13 +666,13 @@ export const make = Effect.gen(function* () {
       case "Resign":
         yield* Effect.logWarning(`resigning as master: ${plan.reason}`)
         yield* applyRedisStep(plan).pipe(Effect.catchAll(() => Effect.void))
-        if (view._tag === "Present") yield* removeMaster(view)
+        yield* removeMaster(plan.master)
         yield* Ref.set(owned, false)
         yield* setRole("waiting")
         return
       case "ClearStale":
         yield* applyRedisStep(plan)
-        if (view._tag === "Present") yield* removeMaster(view)
+        yield* removeMaster(plan.master)
         return
       case "Follow":
         if (view._tag === "Present") yield* depose(view)

@@ -5,7 +5,7 @@ import type {
   CheckResult,
   HealthState,
   MasterRecord,
-  MasterView,
+  PresentMaster,
   MemberRecord,
   Plan,
   RedisStep,
@@ -614,6 +614,7 @@ describe("votesNeeded / countVotes", () => {
     expect(r.votes).toBe(votes)
     expect(r.needed).toBe(needed)
     expect([...r.voters].sort()).toEqual(voters)
+    expect(r.carried).toBe(votes >= needed)
   })
 })
 
@@ -630,7 +631,7 @@ describe("decide", () => {
     generation: 1,
     since
   })
-  const present = (record: MasterRecord, owner: string, version = 3): MasterView => ({
+  const present = (record: MasterRecord, owner: string, version = 3): PresentMaster => ({
     _tag: "Present",
     record,
     version,
@@ -641,6 +642,9 @@ describe("decide", () => {
   const mine = present({ name: "redis1", host: "10.0.0.1", port: 6379 }, SESSION)
   const other = { name: "redis2", host: "10.0.0.2", port: 6379 }
   const theirs = present(other, OTHER, 9)
+  const mineAt12 = present(mine.record, SESSION, 12)
+  const staleHere = present({ name: "redis1", host: "10.0.0.1", port: 6379 }, OTHER, 4)
+  const staleElsewhere = present({ name: "redis1", host: "10.9.9.9", port: 7000 }, OTHER, 5)
   const base: Situation = {
     now: 10_000,
     self,
@@ -741,12 +745,12 @@ describe("decide", () => {
     {
       name: "owned, Down: resign at the version seen",
       s: { master: mine, owned: true, health: { _tag: "Down", since: 1, detail: "connection refused" } },
-      plan: { _tag: "Resign", version: 3, reason: "local Redis down: connection refused" }
+      plan: { _tag: "Resign", master: mine, reason: "local Redis down: connection refused" }
     },
     {
       name: "owned, Loading: resign",
-      s: { master: present(mine._tag === "Present" ? mine.record : other, SESSION, 12), health: { _tag: "Loading", since: 1 } },
-      plan: { _tag: "Resign", version: 12, reason: "local Redis is loading" }
+      s: { master: mineAt12, health: { _tag: "Loading", since: 1 } },
+      plan: { _tag: "Resign", master: mineAt12, reason: "local Redis is loading" }
     },
     {
       name: "owned even with priority 0: be master (priority only matters for elections)",
@@ -756,13 +760,13 @@ describe("decide", () => {
     // Present, same name, other owner
     {
       name: "our name, other session: clear the stale znode",
-      s: { master: present({ name: "redis1", host: "10.0.0.1", port: 6379 }, OTHER, 4) },
-      plan: { _tag: "ClearStale", version: 4, reason: `master znode names this node but belongs to an older session 0x${OTHER}` }
+      s: { master: staleHere },
+      plan: { _tag: "ClearStale", master: staleHere, reason: `master znode names this node but belongs to an older session 0x${OTHER}` }
     },
     {
       name: "our name at another address, other session: still ours to clear",
-      s: { master: present({ name: "redis1", host: "10.9.9.9", port: 7000 }, OTHER, 5) },
-      plan: { _tag: "ClearStale", version: 5, reason: `master znode names this node but belongs to an older session 0x${OTHER}` }
+      s: { master: staleElsewhere },
+      plan: { _tag: "ClearStale", master: staleElsewhere, reason: `master znode names this node but belongs to an older session 0x${OTHER}` }
     },
     // Present, same address, other name
     {
@@ -823,14 +827,15 @@ describe("decide", () => {
 
 describe("redisStep", () => {
   const M: MasterRecord = { name: "redis2", host: "10.0.0.2", port: 6379 }
+  const znode: PresentMaster = { _tag: "Present", record: M, version: 1, epoch: "7", owner: "abc", epochVersion: 1 }
   const plans: Record<Plan["_tag"], Plan> = {
     Idle: { _tag: "Idle", reason: "disabled" },
     Elect: { _tag: "Elect" },
     BeMaster: { _tag: "BeMaster" },
-    Resign: { _tag: "Resign", version: 1, reason: "r" },
+    Resign: { _tag: "Resign", master: znode, reason: "r" },
     Follow: { _tag: "Follow", master: M },
     Fence: { _tag: "Fence", reason: "f" },
-    ClearStale: { _tag: "ClearStale", version: 1, reason: "c" }
+    ClearStale: { _tag: "ClearStale", master: znode, reason: "c" }
   }
   const infos = {
     none: null,
