@@ -7,7 +7,8 @@ import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@
 import { NodeHttpServer } from "@effect/platform-node"
 import { Deferred, Effect, Layer, Option } from "effect"
 import { createServer } from "node:http"
-import type { HealthState, MasterView } from "./Decision.js"
+import type { HealthState } from "./domain/Health.js"
+import type { MasterView } from "./domain/Records.js"
 import { DictatorNode, type DictatorNodeService, type NodeStatus } from "./Node.js"
 import { formatAddress } from "./Redis.js"
 

@@ -1,0 +1,119 @@
+/**
+ * Who should be the next master: the ranking every candidate computes alike, and the votes of
+ * the members against a master whose Redis they cannot reach.
+ */
+import type { MemberRecord } from "./Records.js"
+
+// ---------------------------------------------------------------------------------------------
+// Ranking
+
+export interface Candidate {
+  readonly name: string
+  readonly priority: number
+  readonly offset: number
+  readonly healthy: boolean
+  readonly reachable: boolean
+  readonly syncInProgress: boolean
+}
+
+export interface Ranking {
+  readonly ranked: ReadonlyArray<Candidate>
+  /** Why each left-out member is not a candidate. */
+  readonly excluded: ReadonlyArray<{ readonly name: string; readonly reason: string }>
+}
+
+/**
+ * Orders the candidates of an election: priority (lower first, like Redis's replica-priority;
+ * 0 never), then replication offset (highest first), then the previous master, then name. Every
+ * dictator computes the same order from the same facts, so only the best one tries at once.
+ */
+export const rankCandidates = (candidates: ReadonlyArray<Candidate>, previousMaster: string | null): Ranking => {
+  const excluded: Array<{ name: string; reason: string }> = []
+  const eligible = candidates.filter((c) => {
+    const reason =
+      c.priority === 0
+        ? "priority 0"
+        : !c.healthy
+          ? "unhealthy"
+          : !c.reachable
+            ? "Redis unreachable"
+            : c.syncInProgress
+              ? "still syncing from its master"
+              : null
+    if (reason !== null) excluded.push({ name: c.name, reason })
+    return reason === null
+  })
+  const ranked = [...eligible].sort(
+    (a, b) =>
+      a.priority - b.priority ||
+      b.offset - a.offset ||
+      Number(b.name === previousMaster) - Number(a.name === previousMaster) ||
+      (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+  )
+  return { ranked, excluded }
+}
+
+export const describeRanking = (r: Ranking): string => {
+  const best = r.ranked[0]
+  if (best === undefined) return "no eligible candidate"
+  return `highest offset ${best.offset} (priority ${best.priority}) among ${r.ranked.length} healthy candidate${r.ranked.length === 1 ? "" : "s"}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// Votes against an unreachable master
+
+/** Majority of the members other than the master itself. */
+export const votesNeeded = (otherMembers: number): number => Math.floor(otherMembers / 2) + 1
+
+export interface VoteCount {
+  readonly votes: number
+  readonly needed: number
+  readonly voters: ReadonlyArray<string>
+  /** A majority of the other members finds the master unreachable. */
+  readonly carried: boolean
+}
+
+export const countVotes = (
+  members: ReadonlyMap<string, MemberRecord>,
+  masterName: string,
+  epoch: string
+): VoteCount => {
+  const others = [...members.values()].filter((m) => m.name !== masterName)
+  const voters = others.filter((m) => m.master_down === epoch).map((m) => m.name)
+  const needed = votesNeeded(others.length)
+  return { votes: voters.length, needed, voters, carried: voters.length >= needed }
+}
+
+
+/** The previous master when a majority of the others voted it down: no candidate, and not worth asking. */
+export const deposedMaster = (
+  members: ReadonlyMap<string, MemberRecord>,
+  previous: { readonly name: string; readonly epoch: string } | null
+): string | null => (previous !== null && countVotes(members, previous.name, previous.epoch).carried ? previous.name : null)
+
+export type Candidacy =
+  | { readonly _tag: "Excluded"; readonly why: string }
+  /** Stand after `waitMs` (rank × step): the best candidate tries at once, a slow one costs one step. */
+  | {
+      readonly _tag: "Candidate"
+      /** 0 for the best candidate. */
+      readonly rank: number
+      readonly of: number
+      /** The best candidate's name. */
+      readonly best: string
+      readonly waitMs: number
+      readonly reason: string
+    }
+
+export const candidacy = (ranking: Ranking, self: string, stepMs: number): Candidacy => {
+  const rank = ranking.ranked.findIndex((c) => c.name === self)
+  if (rank < 0) {
+    return { _tag: "Excluded", why: ranking.excluded.find((e) => e.name === self)?.reason ?? "not a member yet" }
+  }
+  const waitMs = rank * stepMs
+  const reason =
+    rank === 0
+      ? describeRanking(ranking)
+      : `${ranking.ranked.slice(0, rank).map((c) => c.name).join(", ")} did not act within ${waitMs} ms; ${describeRanking(ranking)}`
+  return { _tag: "Candidate", rank, of: ranking.ranked.length, best: ranking.ranked[0]!.name, waitMs, reason }
+}

@@ -1,0 +1,142 @@
+/**
+ * What the dictators write into ZooKeeper about the service: the master record (COMPAT with the
+ * original program) and each member's record. Encoding and parsing only; no I/O.
+ */
+import { Either, Option, ParseResult, Schema } from "effect"
+import type { RedisAddress } from "../Redis.js"
+import type { ZkNode } from "../ZooKeeper.js"
+
+// ---------------------------------------------------------------------------------------------
+// The master record (COMPAT: `port` is a string, as the original wrote it)
+
+const PortString = Schema.Union(
+  Schema.String.pipe(Schema.pattern(/^\d{1,5}$/)),
+  Schema.Int.pipe(Schema.between(1, 65535))
+).annotations({ message: () => ({ message: "must be a port between 1 and 65535, as a string of digits or a number", override: true }) })
+
+export const MasterRecordJson = Schema.Struct({
+  host: Schema.String.pipe(Schema.minLength(1)),
+  port: PortString,
+  name: Schema.String.pipe(Schema.minLength(1))
+})
+
+export interface MasterRecord extends RedisAddress {
+  readonly name: string
+}
+
+export type MasterView =
+  | { readonly _tag: "Absent" }
+  | {
+      readonly _tag: "Malformed"
+      readonly raw: string
+      readonly reason: string
+      readonly version: number
+      readonly owner: string
+      readonly epoch: string
+      readonly epochVersion: number | null
+    }
+  | {
+      readonly _tag: "Present"
+      readonly record: MasterRecord
+      readonly version: number
+      /** czxid of the znode: every election makes a new one. */
+      readonly epoch: string
+      /** Hex session id of the owning dictator. */
+      readonly owner: string
+      /**
+       * Version of the epoch znode bumped by the transaction that created this master znode, or
+       * null when it was not created that way. Removing "this master and no newer one" checks it:
+       * a znode's own version starts at 0 again when it is re-created, so it cannot tell.
+       */
+      readonly epochVersion: number | null
+    }
+
+export type PresentMaster = Extract<MasterView, { readonly _tag: "Present" }>
+
+export const encodeMasterRecord = (r: MasterRecord, extra: Record<string, unknown> = {}): Uint8Array =>
+  new TextEncoder().encode(JSON.stringify({ host: r.host, port: String(r.port), name: r.name, ...extra }))
+
+/** `epochNode` is the epoch znode read after the master znode: it belongs to it when its last change is the master's creation. */
+export const parseMasterView = (node: Option.Option<ZkNode>, epochNode: Option.Option<ZkNode> = Option.none()): MasterView => {
+  if (Option.isNone(node)) return { _tag: "Absent" }
+  const { data, stat } = node.value
+  const raw = new TextDecoder().decode(data)
+  const epochVersion = Option.isSome(epochNode) && epochNode.value.stat.mzxid === stat.czxid ? epochNode.value.stat.version : null
+  const common = { version: stat.version, owner: stat.ephemeralOwner, epoch: stat.czxid, epochVersion }
+  let json: unknown
+  try {
+    json = JSON.parse(raw)
+  } catch {
+    return { _tag: "Malformed", raw, reason: "not JSON", ...common }
+  }
+  const decoded = Schema.decodeUnknownEither(MasterRecordJson)(json)
+  if (Either.isLeft(decoded)) {
+    const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
+    const reason = issue === undefined ? "invalid" : `${issue.path.map(String).join(".") || "record"}: ${issue.message}`
+    return { _tag: "Malformed", raw, reason, ...common }
+  }
+  const port = Number(decoded.right.port)
+  if (!(port >= 1 && port <= 65535)) {
+    return { _tag: "Malformed", raw, reason: `port ${decoded.right.port} out of range`, ...common }
+  }
+  return { _tag: "Present", record: { host: decoded.right.host, port, name: decoded.right.name }, ...common }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Member records: what each dictator publishes about itself
+
+export const MemberRecordJson = Schema.Struct({
+  name: Schema.String,
+  host: Schema.String,
+  port: Schema.Int,
+  priority: Schema.Int,
+  healthy: Schema.Boolean,
+  role: Schema.String,
+  offset: Schema.Number,
+  link_up: Schema.Boolean,
+  /** Epoch (czxid) of the master this member finds unreachable, or null. */
+  master_down: Schema.NullOr(Schema.String),
+  version: Schema.String
+})
+export type MemberRecord = typeof MemberRecordJson.Type
+
+export const encodeMember = (m: MemberRecord): Uint8Array => new TextEncoder().encode(JSON.stringify(m))
+
+export const parseMember = (data: Uint8Array): Option.Option<MemberRecord> => {
+  try {
+    return Schema.decodeUnknownOption(MemberRecordJson)(JSON.parse(new TextDecoder().decode(data)))
+  } catch {
+    return Option.none()
+  }
+}
+
+/** What this node last wrote as its member record, in which session, when. */
+export interface Published {
+  readonly generation: number
+  readonly record: MemberRecord
+  readonly at: number
+}
+
+const sameExceptOffset = (a: MemberRecord, b: MemberRecord) =>
+  JSON.stringify({ ...a, offset: 0 }) === JSON.stringify({ ...b, offset: 0 })
+
+/** How often a record that changed only by its offset is rewritten. */
+export const OFFSET_REFRESH_MS = 5000
+
+/**
+ * Whether to write the member record: a new session needs it created; otherwise it is rewritten
+ * when anything but the offset changed, and for the offset alone at most every few seconds (the
+ * ranking reads fresh offsets from each Redis; the record's offset is for people).
+ */
+export const republish = (
+  published: Published | null,
+  record: MemberRecord,
+  generation: number,
+  now: number
+): "skip" | "update" | "create" => {
+  if (published === null || published.generation !== generation) return "create"
+  const fresh =
+    sameExceptOffset(published.record, record) &&
+    (record.offset === published.record.offset || now - published.at < OFFSET_REFRESH_MS)
+  return fresh ? "skip" : "update"
+}

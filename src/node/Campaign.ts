@@ -1,0 +1,105 @@
+/**
+ * Standing for election: the candidates as every member sees them (records from ZooKeeper,
+ * offsets read fresh from each Redis), this node's rank, and the wait that lets a better
+ * candidate act first. Winning (creating the master znode) is the controller's action.
+ */
+import { Context, Effect, Either, Layer, Option } from "effect"
+import { DictatorConfig } from "../Config.js"
+import { type Candidate, candidacy, deposedMaster, rankCandidates } from "../domain/Election.js"
+import type { MemberRecord } from "../domain/Records.js"
+import { formatAddress, type RedisAddress } from "../Redis.js"
+import { LocalHealth } from "./LocalHealth.js"
+import { Membership } from "./Membership.js"
+import { Peers } from "./Peers.js"
+import { Store } from "./Store.js"
+
+export interface CampaignService {
+  /** Ranks the candidates and waits this node's turn: the reason to stand, or none (not a candidate). */
+  readonly contend: Effect.Effect<Option.Option<string>>
+  /**
+   * The previous master's Redis may outlive its dictator (killed, or stopped without handover):
+   * nobody would ever demote it, and clients still connected to it could keep writing. When its
+   * node is no longer a member, the new master turns it into its replica, as Sentinel would.
+   */
+  readonly demoteOrphan: (previous: { readonly name: string; readonly address: RedisAddress }) => Effect.Effect<void>
+}
+
+export class Campaign extends Context.Tag("dictator/Campaign")<Campaign, CampaignService>() {}
+
+export const make = Effect.gen(function* () {
+  const { config } = yield* DictatorConfig
+  const store = yield* Store
+  const peers = yield* Peers
+  const local = yield* LocalHealth
+  const membership = yield* Membership
+  const self = { name: config.node.name, host: config.node.host, port: config.node.port }
+  let lastNote = ""
+
+  const candidateOf = (m: MemberRecord, deposed: string | null): Effect.Effect<Candidate> =>
+    Effect.gen(function* () {
+      const base = { name: m.name, priority: m.priority, healthy: m.healthy }
+      if (m.name === self.name) {
+        // Fresh, like the peers' offsets: the last health check may be a whole interval old.
+        const h = yield* local.health.get
+        const info = yield* Effect.option(local.connection.replication)
+        return {
+          ...base,
+          healthy: h._tag === "Healthy" && Option.isSome(info),
+          reachable: Option.isSome(info),
+          offset: Option.match(info, { onNone: () => 0, onSome: (i) => i.offset }),
+          syncInProgress: Option.match(info, { onNone: () => false, onSome: (i) => i.syncInProgress })
+        }
+      }
+      if (m.name === deposed) return { ...base, reachable: false, offset: 0, syncInProgress: false }
+      const info = yield* peers.use(m, (conn) => Effect.either(conn.replication))
+      return Either.match(info, {
+        onLeft: () => ({ ...base, reachable: false, offset: 0, syncInProgress: false }),
+        onRight: (i) => ({ ...base, reachable: true, offset: i.offset, syncInProgress: i.syncInProgress })
+      })
+    })
+
+  const contend = Effect.gen(function* () {
+    const view = new Map(yield* store.members.get)
+    if (!view.has(self.name)) view.set(self.name, yield* membership.record)
+    const prev = yield* store.lastMaster
+    // A master that a majority found unreachable is no candidate (and asking it would only time out).
+    const deposed = deposedMaster(view, prev === null ? null : { name: prev.record.name, epoch: prev.epoch })
+    const candidates = yield* Effect.forEach(view.values(), (m) => candidateOf(m, deposed), { concurrency: "unbounded" })
+    const me = candidacy(rankCandidates(candidates, prev?.record.name ?? null), self.name, config.election_step_ms)
+    if (me._tag === "Excluded") {
+      const note = `not a candidate: ${me.why}`
+      if (note !== lastNote) yield* Effect.logInfo(note)
+      lastNote = note
+      yield* Effect.sleep(`${config.check_interval_ms} millis`)
+      return Option.none()
+    }
+    lastNote = ""
+    if (me.waitMs > 0) {
+      yield* Effect.logDebug(`candidate rank ${me.rank + 1} of ${me.of}: waiting ${me.waitMs} ms for ${me.best}`)
+      yield* Effect.sleep(`${me.waitMs} millis`)
+    }
+    return Option.some(me.reason)
+  })
+
+  const demoteOrphan: CampaignService["demoteOrphan"] = (previous) =>
+    Effect.gen(function* () {
+      if ((yield* store.members.get).has(previous.name)) return
+      yield* peers.use(previous.address, (conn) =>
+        Effect.gen(function* () {
+          const info = yield* conn.replication
+          if (info.role !== "master") return
+          yield* Effect.logWarning(
+            `old master ${previous.name} (${formatAddress(previous.address)}) has no dictator any more: making its Redis a replica of this node`
+          )
+          yield* conn.replicaOf(self)
+        })
+      )
+    }).pipe(
+      Effect.catchAll((e) => Effect.logDebug(`old master ${previous.name} not demoted: ${e.message}`)),
+      Effect.annotateLogs({ loop: "demote-orphan" })
+    )
+
+  return { contend, demoteOrphan } satisfies CampaignService
+})
+
+export const layer = Layer.effect(Campaign, make)

@@ -1,0 +1,104 @@
+/**
+ * This node's member record in ZooKeeper: what it is (role, offset, health, priority) and its
+ * vote against an unreachable master. Written when it changes (domain/Records.republish), on
+ * every new session, and removed on the way out.
+ */
+import { Context, Effect, Layer, Queue, Stream } from "effect"
+import { DictatorConfig } from "../Config.js"
+import { lastInfo } from "../domain/Health.js"
+import { type MemberRecord, type Published, republish } from "../domain/Records.js"
+import { VERSION } from "../Version.js"
+import { LocalHealth } from "./LocalHealth.js"
+import { Mode } from "./Mode.js"
+import { Observer } from "./Observer.js"
+import { Store } from "./Store.js"
+import { inOwnFiber, supervised } from "./supervised.js"
+
+export interface MembershipService {
+  /** The record as it would be written now. */
+  readonly record: Effect.Effect<MemberRecord>
+  /** Removes the record (leaving the election); the next write creates it again. */
+  readonly remove: Effect.Effect<void>
+}
+
+export class Membership extends Context.Tag("dictator/Membership")<Membership, MembershipService>() {}
+
+export const make = Effect.gen(function* () {
+  const { config } = yield* DictatorConfig
+  const store = yield* Store
+  const local = yield* LocalHealth
+  const observer = yield* Observer
+  const mode = yield* Mode
+  const now = Effect.clockWith((c) => c.currentTimeMillis)
+  const startedAt = yield* now
+  const wake = yield* Queue.sliding<void>(1)
+  let published: Published | null = null
+
+  const record = Effect.gen(function* () {
+    const h = yield* local.health.get
+    const info = lastInfo(h)
+    return {
+      name: config.node.name,
+      host: config.node.host,
+      port: config.node.port,
+      priority: config.node.priority,
+      healthy: h._tag === "Healthy",
+      role: info?.role ?? "unknown",
+      offset: info?.offset ?? 0,
+      link_up: info?.linkUp ?? false,
+      master_down: yield* observer.opinion.get,
+      version: VERSION
+    } satisfies MemberRecord
+  })
+
+  const publishOnce = Effect.gen(function* () {
+    const session = yield* store.session.get
+    if (session.status !== "connected" || (yield* mode.get) !== "enabled") return
+    const h = yield* local.health.get
+    const t = yield* now
+    // Wait for the local Redis (up to loading_timeout) before showing up as a member.
+    if (h._tag !== "Healthy" && published === null && t - startedAt < config.node.loading_timeout * 1000) return
+    const next = yield* record
+    const write = republish(published, next, session.generation, t)
+    if (write === "skip") return
+    if (write === "update" && (yield* store.updateMember(next))) {
+      published = { generation: session.generation, record: next, at: t }
+      return
+    }
+    yield* store.createMember(next, session)
+    if (published === null && h._tag !== "Healthy") {
+      yield* Effect.logWarning(
+        `local Redis not ready after loading_timeout ${config.node.loading_timeout}s: joining as a non-candidate until it is healthy`
+      )
+    }
+    published = { generation: session.generation, record: next, at: t }
+  })
+
+  const remove = Effect.suspend(() => {
+    published = null
+    return store.removeMember(config.node.name)
+  }).pipe(Effect.catchAll((e) => Effect.logWarning(`cannot remove the member record: ${e.message}`)))
+
+  const offer = Queue.offer(wake, undefined)
+  yield* supervised("member")(
+    Effect.forever(
+      Effect.raceFirst(Queue.take(wake), Effect.sleep(`${config.check_interval_ms} millis`)).pipe(
+        Effect.zipRight(publishOnce.pipe(Effect.catchAll((e) => Effect.logWarning(`cannot publish member record: ${e.message}`))))
+      )
+    )
+  )
+  // Published at once when the health state changes kind, the vote changes, or the node rejoins.
+  yield* supervised("member-wake")(
+    Stream.merge(
+      Stream.merge(
+        local.health.changes.pipe(Stream.map((h) => h._tag), Stream.changes),
+        observer.opinion.changes
+      ),
+      mode.changes
+    ).pipe(Stream.runForEach(() => offer))
+  )
+  yield* Effect.addFinalizer(() => inOwnFiber(remove.pipe(Effect.timeout("2 seconds"), Effect.ignore)))
+  return { record, remove } satisfies MembershipService
+})
+
+export const layer = Layer.scoped(Membership, make)

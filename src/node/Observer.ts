@@ -1,0 +1,71 @@
+/**
+ * The master's Redis as seen from this replica (host-death detection): checked like the local
+ * one, and this node's vote against it (the master's epoch) when it is down. The only writer of
+ * the vote, which the member record publishes.
+ */
+import { Context, Duration, Effect, Layer, Option, type Subscribable, SubscriptionRef } from "effect"
+import { DictatorConfig } from "../Config.js"
+import { type HealthState, nextHealth } from "../domain/Health.js"
+import { formatAddress, type RedisAddress } from "../Redis.js"
+import { checkOnce, untilNextCheck } from "./LocalHealth.js"
+import { Mode } from "./Mode.js"
+import { Peers } from "./Peers.js"
+import { Store } from "./Store.js"
+import { supervised } from "./supervised.js"
+
+export interface ObserverService {
+  /** Epoch of the master this node finds unreachable, or null. */
+  readonly opinion: Subscribable.Subscribable<string | null>
+}
+
+export class Observer extends Context.Tag("dictator/Observer")<Observer, ObserverService>() {}
+
+export const make = Effect.gen(function* () {
+  const { config } = yield* DictatorConfig
+  const store = yield* Store
+  const peers = yield* Peers
+  const mode = yield* Mode
+  const interval = Duration.millis(config.check_interval_ms)
+  const opinion = yield* SubscriptionRef.make<string | null>(null)
+  let observed: { readonly epoch: string; readonly address: RedisAddress; state: HealthState } | null = null
+
+  const withdraw = Effect.flatMap(SubscriptionRef.get(opinion), (o) => (o === null ? Effect.void : SubscriptionRef.set(opinion, null)))
+
+  const observeOnce = Effect.gen(function* () {
+    const view = yield* store.master.get
+    const session = yield* store.session.get
+    if (view === null || view._tag !== "Present") return
+    // Our own master, or not taking part: no opinion about it.
+    if (view.owner === session.sessionId || (yield* mode.get) !== "enabled") return yield* withdraw
+    if (observed === null || observed.epoch !== view.epoch) {
+      observed = { epoch: view.epoch, address: view.record, state: { _tag: "Unknown" } }
+      yield* withdraw
+    }
+    const obs = observed
+    const result = yield* peers.use(view.record, checkOnce)
+    const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+    obs.state = nextHealth(obs.state, result, now, { downAfterMs: config.down_after_ms })
+    const down = obs.state._tag === "Down" || obs.state._tag === "Loading"
+    const current = yield* SubscriptionRef.get(opinion)
+    if (down && current !== view.epoch) {
+      yield* Effect.logWarning(
+        `master ${view.record.name} (${formatAddress(view.record)}) unreachable from here: ${obs.state._tag === "Down" ? obs.state.detail : "loading"}; voting it down`
+      )
+      yield* SubscriptionRef.set(opinion, view.epoch)
+    } else if (!down && current === view.epoch) {
+      yield* Effect.logInfo(`master ${view.record.name} reachable again; withdrawing the vote`)
+      yield* SubscriptionRef.set(opinion, null)
+    }
+  })
+
+  const pause = Effect.suspend(() =>
+    Option.match(Option.fromNullable(observed), {
+      onNone: () => Effect.sleep(interval),
+      onSome: (o) => peers.use(o.address, (conn) => untilNextCheck(conn, interval))
+    })
+  )
+  yield* supervised("observer")(Effect.forever(Effect.zipRight(observeOnce, pause)))
+  return { opinion } satisfies ObserverService
+})
+
+export const layer = Layer.scoped(Observer, make)

@@ -1,0 +1,228 @@
+/**
+ * The service's state in ZooKeeper, in the node's words: the master znode (watched, created,
+ * removed epoch-safely), the member records (watched, written), ownership checks. The only
+ * module that knows ZooKeeper paths, znode versions and transactions.
+ */
+import { Context, Effect, FiberMap, Layer, Option, Ref, Stream, type Subscribable, SubscriptionRef } from "effect"
+import { DictatorConfig } from "../Config.js"
+import {
+  encodeMasterRecord,
+  encodeMember,
+  type MasterRecord,
+  type MasterView,
+  type MemberRecord,
+  parseMasterView,
+  parseMember,
+  type PresentMaster
+} from "../domain/Records.js"
+import { servicePaths } from "../Paths.js"
+import { reconnectSchedule } from "../Retry.js"
+import {
+  type SessionInfo,
+  type ZkBadVersion,
+  type ZkFailure,
+  type ZkNode,
+  type ZkNodeExists,
+  type ZkNoNode,
+  ZooKeeper
+} from "../ZooKeeper.js"
+import { supervised } from "./supervised.js"
+
+export interface StoreService {
+  readonly session: Subscribable.Subscribable<SessionInfo>
+  /** The master znode as last seen (null until the first read). */
+  readonly master: Subscribable.Subscribable<MasterView | null>
+  /** The last master znode that was present: the previous master once it is gone. */
+  readonly lastMaster: Effect.Effect<PresentMaster | null>
+  readonly members: Subscribable.Subscribable<ReadonlyMap<string, MemberRecord>>
+  /** Creates the service's persistent path, retrying with backoff until ZooKeeper answers. */
+  readonly ensureService: Effect.Effect<void>
+  /** Creates the master znode naming `record` and bumps the epoch, atomically; false when another exists. */
+  readonly createMaster: (record: MasterRecord, extra: Record<string, unknown>) => Effect.Effect<boolean, ZkFailure | ZkNoNode | ZkBadVersion>
+  /** Reads the master znode through the server and publishes it as `master`. */
+  readonly refreshMaster: Effect.Effect<MasterView, ZkFailure>
+  /** The master znode as the server has it now, without publishing it. */
+  readonly readMaster: Effect.Effect<MasterView, ZkFailure>
+  /** Removes the master znode of `view` and never a newer one; gone already is fine. */
+  readonly removeMaster: (view: Extract<MasterView, { _tag: "Present" | "Malformed" }>) => Effect.Effect<void, ZkFailure | ZkNodeExists>
+  /** A fresh read through the server: false when the session is gone or someone else owns the znode. */
+  readonly confirmOwnership: Effect.Effect<boolean>
+  /** Rewrites this node's member record; false when it is not there (a new session must create it). */
+  readonly updateMember: (record: MemberRecord) => Effect.Effect<boolean, ZkFailure | ZkBadVersion>
+  /** Creates this node's member record in `session`, replacing one left by an older session. */
+  readonly createMember: (record: MemberRecord, session: SessionInfo) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion>
+  /** Removes this node's member record if this session owns it. */
+  readonly removeMember: (name: string) => Effect.Effect<void, ZkFailure>
+}
+
+export class Store extends Context.Tag("dictator/Store")<Store, StoreService>() {}
+
+/** A removal that found the node gone or replaced has nothing left to do. */
+const goneAlready = <A, E extends { readonly _tag: string }, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.catchIf(
+    self,
+    (e): e is Extract<E, ZkNoNode | ZkBadVersion> => e._tag === "ZkNoNode" || e._tag === "ZkBadVersion",
+    () => Effect.void
+  )
+
+export const make = Effect.gen(function* () {
+  const { config } = yield* DictatorConfig
+  const zk = yield* ZooKeeper
+  const paths = servicePaths(config.svc_name)
+  const master = yield* SubscriptionRef.make<MasterView | null>(null)
+  const lastMaster = yield* Ref.make<PresentMaster | null>(null)
+  const members = yield* SubscriptionRef.make<ReadonlyMap<string, MemberRecord>>(new Map())
+
+  const viewOf = (node: Option.Option<ZkNode>) =>
+    Option.isNone(node)
+      ? Effect.succeed(parseMasterView(node))
+      : zk.get(paths.epoch).pipe(
+          Effect.map((epochNode) => parseMasterView(node, epochNode)),
+          Effect.catchAll(() => Effect.succeed(parseMasterView(node)))
+        )
+
+  const readMaster = Effect.flatMap(zk.get(paths.master), viewOf)
+
+  const masterLoop = zk.watchData(paths.master).pipe(
+    Stream.mapEffect(viewOf),
+    Stream.runForEach((view) =>
+      Effect.gen(function* () {
+        if (view._tag === "Malformed") {
+          yield* Effect.logError(`master znode ${paths.master} is malformed (${view.reason}): ${JSON.stringify(view.raw)}; not following it`)
+        }
+        if (view._tag === "Present") yield* Ref.set(lastMaster, view)
+        yield* SubscriptionRef.set(master, view)
+      })
+    )
+  )
+
+  const setMember = (name: string, record: Option.Option<MemberRecord>) =>
+    SubscriptionRef.update(members, (m) => {
+      const next = new Map(m)
+      if (Option.isSome(record)) next.set(name, record.value)
+      else next.delete(name)
+      return next
+    })
+
+  const memberWatchers = yield* FiberMap.make<string>()
+  const watched = new Set<string>()
+  const membersLoop = zk.watchChildren(paths.members).pipe(
+    Stream.runForEach((names) =>
+      Effect.gen(function* () {
+        const current = new Set(names)
+        for (const name of (yield* SubscriptionRef.get(members)).keys()) {
+          if (!current.has(name)) yield* setMember(name, Option.none())
+        }
+        for (const name of [...watched]) {
+          if (current.has(name)) continue
+          watched.delete(name)
+          yield* FiberMap.remove(memberWatchers, name)
+        }
+        for (const name of names) {
+          watched.add(name)
+          yield* FiberMap.run(
+            memberWatchers,
+            name,
+            zk.watchData(paths.member(name)).pipe(
+              Stream.runForEach((node) => setMember(name, Option.flatMap(node, (n) => parseMember(n.data))))
+            ),
+            { onlyIfMissing: true }
+          )
+        }
+      })
+    )
+  )
+
+  const ensureService = zk.ensurePath(paths.service).pipe(
+    Effect.tapError((e) => Effect.logWarning(`cannot create ${paths.service} (${e.message}); retrying with backoff`)),
+    Effect.retry(reconnectSchedule),
+    Effect.orDie // the schedule never ends
+  )
+  yield* ensureService
+  yield* supervised("master-watch")(masterLoop)
+  yield* supervised("members-watch")(membersLoop)
+
+  /**
+   * The epoch znode's version is checked in the same transaction: a znode's own version starts
+   * at 0 again when it is re-created, so it cannot tell "this master" from a newer one. For a
+   * master znode made by another program (no epoch), the czxid is checked just before a
+   * versioned delete: a narrow race, logged.
+   */
+  const removeMaster: StoreService["removeMaster"] = (view) =>
+    Effect.gen(function* () {
+      if (view.epochVersion !== null) {
+        return yield* zk.transaction([
+          { op: "check", path: paths.epoch, version: view.epochVersion },
+          { op: "remove", path: paths.master, version: view.version }
+        ])
+      }
+      const current = yield* zk.get(paths.master)
+      if (Option.isNone(current) || current.value.stat.czxid !== view.epoch) return
+      yield* Effect.logWarning(`master znode epoch ${view.epoch} has no epoch record (made by another program): removing it by version only`)
+      yield* zk.remove(paths.master, view.version)
+    }).pipe(goneAlready)
+
+  const createMaster: StoreService["createMaster"] = (record, extra) =>
+    Effect.gen(function* () {
+      const data = encodeMasterRecord(record, extra)
+      if (Option.isNone(yield* zk.get(paths.epoch))) {
+        yield* zk.ensurePath(paths.service)
+        yield* zk.create(paths.epoch, new Uint8Array(), "persistent").pipe(Effect.catchTag("ZkNodeExists", () => Effect.void))
+      }
+      return yield* zk.transaction([
+        { op: "create", path: paths.master, data, mode: "ephemeral" },
+        { op: "set", path: paths.epoch, data, version: -1 }
+      ]).pipe(
+        Effect.as(true),
+        Effect.catchTag("ZkNodeExists", () => Effect.succeed(false))
+      )
+    })
+
+  const removeMember: StoreService["removeMember"] = (name) =>
+    Effect.gen(function* () {
+      const existing = yield* zk.get(paths.member(name))
+      const session = yield* SubscriptionRef.get(zk.session)
+      if (Option.isSome(existing) && existing.value.stat.ephemeralOwner === session.sessionId) {
+        yield* zk.remove(paths.member(name), existing.value.stat.version).pipe(goneAlready)
+      }
+    })
+
+  const service: StoreService = {
+    session: zk.session,
+    master,
+    lastMaster: Ref.get(lastMaster),
+    members,
+    ensureService,
+    createMaster,
+    readMaster,
+    refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),
+    removeMaster,
+    confirmOwnership: Effect.gen(function* () {
+      const node = yield* zk.get(paths.master)
+      const session = yield* SubscriptionRef.get(zk.session)
+      return Option.isSome(node) && session.status === "connected" && node.value.stat.ephemeralOwner === session.sessionId
+    }).pipe(Effect.catchAll(() => Effect.succeed(false))),
+    updateMember: (record) =>
+      zk.set(paths.member(record.name), encodeMember(record), -1).pipe(
+        Effect.as(true),
+        Effect.catchTag("ZkNoNode", () => Effect.succeed(false))
+      ),
+    createMember: (record, session) =>
+      Effect.gen(function* () {
+        const path = paths.member(record.name)
+        // A new session: our record from an older one may still be there until it expires.
+        const existing = yield* zk.get(path)
+        if (Option.isSome(existing) && existing.value.stat.ephemeralOwner !== session.sessionId) {
+          yield* zk.remove(path, existing.value.stat.version).pipe(goneAlready)
+        }
+        yield* zk.ensurePath(paths.members)
+        yield* zk.create(path, encodeMember(record), "ephemeral").pipe(
+          Effect.catchTag("ZkNodeExists", () => zk.set(path, encodeMember(record), -1))
+        )
+      }),
+    removeMember
+  }
+  return service
+})
+
+export const layer = Layer.scoped(Store, make)

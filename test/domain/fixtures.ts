@@ -1,0 +1,54 @@
+/** Shared fixtures of the domain tables: znodes, INFO replication, Redis failures. */
+import { Either, Option } from "effect"
+import type { CheckResult } from "../../src/domain/Health.js"
+import type { RedisFailure, ReplicationInfo } from "../../src/Redis.js"
+import { RedisCommandError, RedisLoading, RedisUnavailable } from "../../src/Redis.js"
+import type { ZkNode, ZkStat } from "../../src/ZooKeeper.js"
+// Fixtures
+
+export const enc = (s: string) => new TextEncoder().encode(s)
+
+export const stat = (over: Partial<ZkStat> = {}): ZkStat => ({
+  version: 0,
+  czxid: "4294967300",
+  mzxid: "4294967300",
+  ephemeralOwner: "1000a2b3c4d0001",
+  ...over
+})
+
+export const znode = (data: string, over: Partial<ZkStat> = {}): Option.Option<ZkNode> =>
+  Option.some({ data: enc(data), stat: stat(over) })
+
+export const masterInfo = (over: Partial<ReplicationInfo> = {}): ReplicationInfo => ({
+  role: "master",
+  master: null,
+  linkUp: true,
+  linkDownSinceSeconds: null,
+  syncInProgress: false,
+  offset: 1000,
+  replid: "f791eede4d0a50a70c010c94b1a0ac6c9fc5994e",
+  replicas: [],
+  ...over
+})
+
+export const replicaInfo = (host: string, port: number, over: Partial<ReplicationInfo> = {}): ReplicationInfo => ({
+  role: "replica",
+  master: { host, port },
+  linkUp: true,
+  linkDownSinceSeconds: null,
+  syncInProgress: false,
+  offset: 900,
+  replid: "f791eede4d0a50a70c010c94b1a0ac6c9fc5994e",
+  replicas: [],
+  ...over
+})
+
+export const refused = new RedisUnavailable({ address: "127.0.0.1:6379", reason: "refused", detail: "ECONNREFUSED" })
+export const closed = new RedisUnavailable({ address: "127.0.0.1:6379", reason: "closed", detail: "Connection is closed" })
+export const timeout = new RedisUnavailable({ address: "127.0.0.1:6379", reason: "timeout", detail: "PING got no answer" })
+export const loading = new RedisLoading({ address: "127.0.0.1:6379" })
+export const commandError = new RedisCommandError({ address: "127.0.0.1:6379", command: "INFO replication", detail: "NOPERM" })
+
+export const ok = (info: ReplicationInfo = masterInfo()): CheckResult => Either.right(info)
+export const fail = (e: RedisFailure): CheckResult => Either.left(e)
+
