@@ -91,13 +91,14 @@ export const decide = (s: Situation): Plan => {
 }
 
 /**
- * One sentence per plan: a change of this key is a change of decision, logged once.
+ * One sentence per plan: a change of this key is a change of decision, logged once. The time
+ * spent away from ZooKeeper grows with every snapshot while the decision stays the same.
  */
 export const planKey = (p: Plan): string =>
   p._tag === "Follow"
     ? `Follow ${p.master.name}`
     : p._tag === "Idle" || p._tag === "Fence"
-      ? `${p._tag} ${p.reason}`
+      ? `${p._tag} ${p.reason.replace(/ for \d+(\.\d+)?s$/, "")}`
       : p._tag
 
 /** What the local Redis needs for a plan, given its last known state. */

@@ -129,6 +129,17 @@ describe("step: acting on a snapshot (Observed)", () => {
     expect(logs(out3)).toEqual(["Info: master is n2 (10.0.0.2:6379)"])
   })
 
+  it("fencing while cut off from ZooKeeper is logged once, not on every snapshot as the time away grows", () => {
+    let state = mastering
+    const lines: Array<string> = []
+    for (let t = 9_000; t <= 27_000; t += 100) {
+      const [next, out] = step(state, observed({ master: mine, health: asMaster, session: disconnected(8_000), now: t }), settings)
+      state = next
+      lines.push(...logs(out))
+    }
+    expect(lines).toEqual(["Warning: fencing: ZooKeeper disconnected for 1.0s"])
+  })
+
   it("resigning is logged once per decision; the removal is asked for until it happens", () => {
     const [resigning, out] = step(mastering, observed({ master: mine, health: { _tag: "Loading", since: 0 } }), settings)
     expect(logs(out)).toEqual(["Warning: resigning as master: local Redis is loading"])
