@@ -5,9 +5,11 @@
  */
 import { Context, Effect, Either, Layer, Option } from "effect"
 import { DictatorConfig } from "../Config.js"
+import { Event } from "../domain/Controller.js"
 import { type Candidate, candidacy, deposedMaster, rankCandidates } from "../domain/Election.js"
 import type { MemberRecord } from "../domain/Records.js"
 import { formatAddress, type RedisAddress } from "../Redis.js"
+import type { ZkBadVersion, ZkFailure, ZkNoNode } from "../ZooKeeper.js"
 import { LocalHealth } from "./LocalHealth.js"
 import { Membership } from "./Membership.js"
 import { Peers } from "./Peers.js"
@@ -22,6 +24,12 @@ export interface CampaignService {
    * node is no longer a member, the new master turns it into its replica, as Sentinel would.
    */
   readonly demoteOrphan: (previous: { readonly name: string; readonly address: RedisAddress }) => Effect.Effect<void>
+  /**
+   * Wins the election if nobody has: creates the master znode, then REPLICAOF NO ONE; gives the
+   * znode back when the promotion fails. Returns what happened, as the controller's events. Run
+   * under the controller's permit.
+   */
+  readonly promote: (reason: string) => Effect.Effect<ReadonlyArray<Event>, ZkFailure | ZkNoNode | ZkBadVersion>
 }
 
 export class Campaign extends Context.Tag("dictator/Campaign")<Campaign, CampaignService>() {}
@@ -32,6 +40,7 @@ export const make = Effect.gen(function* () {
   const peers = yield* Peers
   const local = yield* LocalHealth
   const membership = yield* Membership
+  const scope = yield* Effect.scope
   const self = { name: config.node.name, host: config.node.host, port: config.node.port }
   let lastNote = ""
 
@@ -99,7 +108,30 @@ export const make = Effect.gen(function* () {
       Effect.annotateLogs({ loop: "demote-orphan" })
     )
 
-  return { contend, demoteOrphan } satisfies CampaignService
+  const promote: CampaignService["promote"] = (reason) =>
+    Effect.gen(function* () {
+      const previous = yield* store.lastMaster
+      const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+      if (!(yield* store.createMaster(self, { since: new Date(now).toISOString() }))) {
+        yield* Effect.logDebug("another candidate created the master znode first; following it")
+        return []
+      }
+      const view = yield* store.refreshMaster
+      const result = yield* Effect.either(Effect.zipRight(local.connection.replicaOf(null), local.connection.unpause))
+      if (Either.isLeft(result)) {
+        yield* Effect.logError(`promotion failed (${result.left.message}): giving the master znode back`)
+        if (view._tag === "Present") yield* store.removeMaster(view).pipe(Effect.ignore)
+        return [Event.Elected(), Event.Released()]
+      }
+      yield* Effect.logInfo(`promoting: ${reason} (epoch ${view._tag === "Present" ? view.epoch : "?"})`)
+      yield* local.checkNow
+      if (previous !== null && previous.record.name !== self.name) {
+        yield* Effect.forkIn(demoteOrphan({ name: previous.record.name, address: previous.record }), scope)
+      }
+      return [Event.Elected(), Event.Promoted()]
+    })
+
+  return { contend, demoteOrphan, promote } satisfies CampaignService
 })
 
-export const layer = Layer.effect(Campaign, make)
+export const layer = Layer.scoped(Campaign, make)

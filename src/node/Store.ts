@@ -15,7 +15,7 @@ import {
   parseMember,
   type PresentMaster
 } from "../domain/Records.js"
-import { servicePaths } from "../Paths.js"
+import { servicePaths, type ServicePaths } from "../Paths.js"
 import { reconnectSchedule } from "../Retry.js"
 import {
   type SessionInfo,
@@ -65,49 +65,52 @@ const goneAlready = <A, E extends { readonly _tag: string }, R>(self: Effect.Eff
     () => Effect.void
   )
 
-export const make = Effect.gen(function* () {
-  const { config } = yield* DictatorConfig
-  const zk = yield* ZooKeeper
-  const paths = servicePaths(config.svc_name)
-  const master = yield* SubscriptionRef.make<MasterView | null>(null)
-  const lastMaster = yield* Ref.make<PresentMaster | null>(null)
-  const members = yield* SubscriptionRef.make<ReadonlyMap<string, MemberRecord>>(new Map())
+type Zk = Context.Tag.Service<typeof ZooKeeper>
 
-  const viewOf = (node: Option.Option<ZkNode>) =>
-    Option.isNone(node)
-      ? Effect.succeed(parseMasterView(node))
-      : zk.get(paths.epoch).pipe(
-          Effect.map((epochNode) => parseMasterView(node, epochNode)),
-          Effect.catchAll(() => Effect.succeed(parseMasterView(node)))
+const viewOf = (zk: Zk, paths: ServicePaths) => (node: Option.Option<ZkNode>) =>
+  Option.isNone(node)
+    ? Effect.succeed(parseMasterView(node))
+    : zk.get(paths.epoch).pipe(
+        Effect.map((epochNode) => parseMasterView(node, epochNode)),
+        Effect.catchAll(() => Effect.succeed(parseMasterView(node)))
+      )
+
+/** The master znode as a SubscriptionRef kept current by a watch; the last present one kept apart. */
+const watchMaster = (zk: Zk, paths: ServicePaths) =>
+  Effect.gen(function* () {
+    const master = yield* SubscriptionRef.make<MasterView | null>(null)
+    const lastMaster = yield* Ref.make<PresentMaster | null>(null)
+    yield* supervised("master-watch")(
+      zk.watchData(paths.master).pipe(
+        Stream.mapEffect(viewOf(zk, paths)),
+        Stream.runForEach((view) =>
+          Effect.gen(function* () {
+            if (view._tag === "Malformed") {
+              yield* Effect.logError(`master znode ${paths.master} is malformed (${view.reason}): ${JSON.stringify(view.raw)}; not following it`)
+            }
+            if (view._tag === "Present") yield* Ref.set(lastMaster, view)
+            yield* SubscriptionRef.set(master, view)
+          })
         )
-
-  const readMaster = Effect.flatMap(zk.get(paths.master), viewOf)
-
-  const masterLoop = zk.watchData(paths.master).pipe(
-    Stream.mapEffect(viewOf),
-    Stream.runForEach((view) =>
-      Effect.gen(function* () {
-        if (view._tag === "Malformed") {
-          yield* Effect.logError(`master znode ${paths.master} is malformed (${view.reason}): ${JSON.stringify(view.raw)}; not following it`)
-        }
-        if (view._tag === "Present") yield* Ref.set(lastMaster, view)
-        yield* SubscriptionRef.set(master, view)
-      })
+      )
     )
-  )
+    return { master, lastMaster }
+  })
 
-  const setMember = (name: string, record: Option.Option<MemberRecord>) =>
-    SubscriptionRef.update(members, (m) => {
-      const next = new Map(m)
-      if (Option.isSome(record)) next.set(name, record.value)
-      else next.delete(name)
-      return next
-    })
-
-  const memberWatchers = yield* FiberMap.make<string>()
-  const watched = new Set<string>()
-  const membersLoop = zk.watchChildren(paths.members).pipe(
-    Stream.runForEach((names) =>
+/** Every member record, kept current by a watch on the members' parent and one per member. */
+const watchMembers = (zk: Zk, paths: ServicePaths) =>
+  Effect.gen(function* () {
+    const members = yield* SubscriptionRef.make<ReadonlyMap<string, MemberRecord>>(new Map())
+    const setMember = (name: string, record: Option.Option<MemberRecord>) =>
+      SubscriptionRef.update(members, (m) => {
+        const next = new Map(m)
+        if (Option.isSome(record)) next.set(name, record.value)
+        else next.delete(name)
+        return next
+      })
+    const watchers = yield* FiberMap.make<string>()
+    const watched = new Set<string>()
+    const follow = (names: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         const current = new Set(names)
         for (const name of (yield* SubscriptionRef.get(members)).keys()) {
@@ -116,69 +119,83 @@ export const make = Effect.gen(function* () {
         for (const name of [...watched]) {
           if (current.has(name)) continue
           watched.delete(name)
-          yield* FiberMap.remove(memberWatchers, name)
+          yield* FiberMap.remove(watchers, name)
         }
         for (const name of names) {
           watched.add(name)
-          yield* FiberMap.run(
-            memberWatchers,
-            name,
-            zk.watchData(paths.member(name)).pipe(
-              Stream.runForEach((node) => setMember(name, Option.flatMap(node, (n) => parseMember(n.data))))
-            ),
-            { onlyIfMissing: true }
+          const watch = zk.watchData(paths.member(name)).pipe(
+            Stream.runForEach((node) => setMember(name, Option.flatMap(node, (n) => parseMember(n.data))))
           )
+          yield* FiberMap.run(watchers, name, watch, { onlyIfMissing: true })
         }
       })
-    )
-  )
+    yield* supervised("members-watch")(Stream.runForEach(zk.watchChildren(paths.members), follow))
+    return members
+  })
 
-  const ensureService = zk.ensurePath(paths.service).pipe(
-    Effect.tapError((e) => Effect.logWarning(`cannot create ${paths.service} (${e.message}); retrying with backoff`)),
-    Effect.retry(reconnectSchedule),
-    Effect.orDie // the schedule never ends
-  )
-  yield* ensureService
-  yield* supervised("master-watch")(masterLoop)
-  yield* supervised("members-watch")(membersLoop)
-
-  /**
-   * The epoch znode's version is checked in the same transaction: a znode's own version starts
-   * at 0 again when it is re-created, so it cannot tell "this master" from a newer one. For a
-   * master znode made by another program (no epoch), the czxid is checked just before a
-   * versioned delete: a narrow race, logged.
-   */
-  const removeMaster: StoreService["removeMaster"] = (view) =>
-    Effect.gen(function* () {
-      if (view.epochVersion !== null) {
-        return yield* zk.transaction([
-          { op: "check", path: paths.epoch, version: view.epochVersion },
-          { op: "remove", path: paths.master, version: view.version }
-        ])
-      }
-      const current = yield* zk.get(paths.master)
-      if (Option.isNone(current) || current.value.stat.czxid !== view.epoch) return
-      yield* Effect.logWarning(`master znode epoch ${view.epoch} has no epoch record (made by another program): removing it by version only`)
-      yield* zk.remove(paths.master, view.version)
-    }).pipe(goneAlready)
-
-  const createMaster: StoreService["createMaster"] = (record, extra) =>
-    Effect.gen(function* () {
-      const data = encodeMasterRecord(record, extra)
-      if (Option.isNone(yield* zk.get(paths.epoch))) {
-        yield* zk.ensurePath(paths.service)
-        yield* zk.create(paths.epoch, new Uint8Array(), "persistent").pipe(Effect.catchTag("ZkNodeExists", () => Effect.void))
-      }
+/**
+ * Removes the master znode of `view` and never a newer one. The epoch znode's version is checked
+ * in the same transaction: a znode's own version starts at 0 again when it is re-created, so it
+ * cannot tell "this master" from a newer one. For a master znode made by another program (no
+ * epoch), the czxid is checked just before a versioned delete: a narrow race, logged.
+ */
+const removeMaster = (zk: Zk, paths: ServicePaths): StoreService["removeMaster"] => (view) =>
+  Effect.gen(function* () {
+    if (view.epochVersion !== null) {
       return yield* zk.transaction([
-        { op: "create", path: paths.master, data, mode: "ephemeral" },
-        { op: "set", path: paths.epoch, data, version: -1 }
-      ]).pipe(
-        Effect.as(true),
-        Effect.catchTag("ZkNodeExists", () => Effect.succeed(false))
-      )
-    })
+        { op: "check", path: paths.epoch, version: view.epochVersion },
+        { op: "remove", path: paths.master, version: view.version }
+      ])
+    }
+    const current = yield* zk.get(paths.master)
+    if (Option.isNone(current) || current.value.stat.czxid !== view.epoch) return
+    yield* Effect.logWarning(`master znode epoch ${view.epoch} has no epoch record (made by another program): removing it by version only`)
+    yield* zk.remove(paths.master, view.version)
+  }).pipe(goneAlready)
 
-  const removeMember: StoreService["removeMember"] = (name) =>
+const createMaster = (zk: Zk, paths: ServicePaths): StoreService["createMaster"] => (record, extra) =>
+  Effect.gen(function* () {
+    const data = encodeMasterRecord(record, extra)
+    if (Option.isNone(yield* zk.get(paths.epoch))) {
+      yield* zk.ensurePath(paths.service)
+      yield* zk.create(paths.epoch, new Uint8Array(), "persistent").pipe(Effect.catchTag("ZkNodeExists", () => Effect.void))
+    }
+    return yield* zk.transaction([
+      { op: "create", path: paths.master, data, mode: "ephemeral" },
+      { op: "set", path: paths.epoch, data, version: -1 }
+    ]).pipe(
+      Effect.as(true),
+      Effect.catchTag("ZkNodeExists", () => Effect.succeed(false))
+    )
+  })
+
+const confirmOwnership = (zk: Zk, paths: ServicePaths) =>
+  Effect.gen(function* () {
+    const node = yield* zk.get(paths.master)
+    const session = yield* SubscriptionRef.get(zk.session)
+    return Option.isSome(node) && session.status === "connected" && node.value.stat.ephemeralOwner === session.sessionId
+  }).pipe(Effect.catchAll(() => Effect.succeed(false)))
+
+const memberWrites = (zk: Zk, paths: ServicePaths) => ({
+  updateMember: (record: MemberRecord) =>
+    zk.set(paths.member(record.name), encodeMember(record), -1).pipe(
+      Effect.as(true),
+      Effect.catchTag("ZkNoNode", () => Effect.succeed(false))
+    ),
+  createMember: (record: MemberRecord, session: SessionInfo) =>
+    Effect.gen(function* () {
+      const path = paths.member(record.name)
+      // A new session: our record from an older one may still be there until it expires.
+      const existing = yield* zk.get(path)
+      if (Option.isSome(existing) && existing.value.stat.ephemeralOwner !== session.sessionId) {
+        yield* zk.remove(path, existing.value.stat.version).pipe(goneAlready)
+      }
+      yield* zk.ensurePath(paths.members)
+      yield* zk.create(path, encodeMember(record), "ephemeral").pipe(
+        Effect.catchTag("ZkNodeExists", () => zk.set(path, encodeMember(record), -1))
+      )
+    }),
+  removeMember: (name: string) =>
     Effect.gen(function* () {
       const existing = yield* zk.get(paths.member(name))
       const session = yield* SubscriptionRef.get(zk.session)
@@ -186,43 +203,34 @@ export const make = Effect.gen(function* () {
         yield* zk.remove(paths.member(name), existing.value.stat.version).pipe(goneAlready)
       }
     })
+})
 
-  const service: StoreService = {
+export const make = Effect.gen(function* () {
+  const { config } = yield* DictatorConfig
+  const zk = yield* ZooKeeper
+  const paths = servicePaths(config.svc_name)
+  const ensureService = zk.ensurePath(paths.service).pipe(
+    Effect.tapError((e) => Effect.logWarning(`cannot create ${paths.service} (${e.message}); retrying with backoff`)),
+    Effect.retry(reconnectSchedule),
+    Effect.orDie // the schedule never ends
+  )
+  yield* ensureService
+  const { lastMaster, master } = yield* watchMaster(zk, paths)
+  const members = yield* watchMembers(zk, paths)
+  const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
+  return {
     session: zk.session,
     master,
     lastMaster: Ref.get(lastMaster),
     members,
     ensureService,
-    createMaster,
+    createMaster: createMaster(zk, paths),
     readMaster,
     refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),
-    removeMaster,
-    confirmOwnership: Effect.gen(function* () {
-      const node = yield* zk.get(paths.master)
-      const session = yield* SubscriptionRef.get(zk.session)
-      return Option.isSome(node) && session.status === "connected" && node.value.stat.ephemeralOwner === session.sessionId
-    }).pipe(Effect.catchAll(() => Effect.succeed(false))),
-    updateMember: (record) =>
-      zk.set(paths.member(record.name), encodeMember(record), -1).pipe(
-        Effect.as(true),
-        Effect.catchTag("ZkNoNode", () => Effect.succeed(false))
-      ),
-    createMember: (record, session) =>
-      Effect.gen(function* () {
-        const path = paths.member(record.name)
-        // A new session: our record from an older one may still be there until it expires.
-        const existing = yield* zk.get(path)
-        if (Option.isSome(existing) && existing.value.stat.ephemeralOwner !== session.sessionId) {
-          yield* zk.remove(path, existing.value.stat.version).pipe(goneAlready)
-        }
-        yield* zk.ensurePath(paths.members)
-        yield* zk.create(path, encodeMember(record), "ephemeral").pipe(
-          Effect.catchTag("ZkNodeExists", () => zk.set(path, encodeMember(record), -1))
-        )
-      }),
-    removeMember
-  }
-  return service
+    removeMaster: removeMaster(zk, paths),
+    confirmOwnership: confirmOwnership(zk, paths),
+    ...memberWrites(zk, paths)
+  } satisfies StoreService
 })
 
 export const layer = Layer.scoped(Store, make)
