@@ -112,7 +112,11 @@ export const router = (ready: NodeReady) =>
     both(
       "/disable",
       withNode(ready, (node) =>
-        Effect.map(node.disable, (changed) => HttpServerResponse.text(changed ? "disabled\n" : "already disabled\n"))
+        node.disable.pipe(
+          Effect.map((changed) => HttpServerResponse.text(changed ? "disabled\n" : "already disabled\n")),
+          // The node keeps its role: say why, so the operator can retry once it is possible.
+          Effect.catchTag("HandoverRefused", (e) => Effect.succeed(HttpServerResponse.text(`${e.message}\n`, { status: 409 })))
+        )
       )
     )
   )

@@ -40,8 +40,11 @@ export interface DictatorNodeService {
   readonly status: Effect.Effect<NodeStatus>
   /** Rejoins the election; false when already enabled. */
   readonly enable: Effect.Effect<boolean>
-  /** Leaves the election (handing over first when master); false when already disabled. */
-  readonly disable: Effect.Effect<boolean>
+  /**
+   * Leaves the election (handing over first when master); false when already disabled. Refused
+   * (the node keeps its role) when the master role cannot be handed over without losing writes.
+   */
+  readonly disable: Effect.Effect<boolean, Handover.HandoverRefused>
 }
 
 export class DictatorNode extends Context.Tag("dictator/Node")<DictatorNode, DictatorNodeService>() {}
@@ -71,7 +74,8 @@ const lifecycle = Effect.gen(function* () {
   yield* Effect.addFinalizer(() =>
     Effect.gen(function* () {
       yield* mode.set("stopping")
-      yield* inOwnFiber(controller.withPermit(handover.run("shutting down")))
+      // A refusal is logged by the handover; the node exits fenced.
+      yield* inOwnFiber(controller.withPermit(Effect.ignore(handover.run("shutdown"))))
     })
   )
 
@@ -101,7 +105,7 @@ const lifecycle = Effect.gen(function* () {
         if ((yield* mode.get) !== "enabled") return false
         yield* Effect.logInfo("disabled: leaving the election; the local Redis is no longer managed")
         yield* mode.set("handing-over")
-        yield* handover.run("disabled")
+        yield* Effect.tapError(handover.run("disable"), () => mode.set("enabled"))
         yield* membership.remove
         yield* mode.set("disabled")
         yield* controller.feed(Event.Disabled())

@@ -10,6 +10,8 @@ export interface ServicePaths {
   readonly members: string
   readonly member: (name: string) => string
   readonly elections: string
+  /** Persistent: the replica a graceful handover named, written with the master znode's removal. */
+  readonly handover: string
   readonly control: string
   readonly maintenance: string
 }
@@ -24,6 +26,7 @@ export const servicePaths = (svcName: string): ServicePaths => {
     members,
     member: (name) => `${members}/${name}`,
     elections: `/elections/redis/${svcName}`,
+    handover: `${service}/handover`,
     control: `${service}/control`,
     maintenance: `${service}/control/maintenance`
   }

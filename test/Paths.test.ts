@@ -11,6 +11,7 @@ describe("servicePaths", () => {
       members: "/services/redis/default/members",
       member: "/services/redis/default/members/redis1",
       elections: "/elections/redis/default",
+      handover: "/services/redis/default/handover",
       control: "/services/redis/default/control",
       maintenance: "/services/redis/default/control/maintenance"
     })
@@ -20,7 +21,7 @@ describe("servicePaths", () => {
     const p = servicePaths(svc)
     expect(p.master).toBe(`/services/redis/${svc}/master`)
     expect(p.elections).toBe(`/elections/redis/${svc}`)
-    for (const path of [p.master, p.epoch, p.members, p.member("n"), p.control, p.maintenance]) {
+    for (const path of [p.master, p.epoch, p.members, p.member("n"), p.handover, p.control, p.maintenance]) {
       expect(path.startsWith(`${p.service}/`)).toBe(true)
     }
   })

@@ -275,11 +275,12 @@ const adjustRedis = (
     case "None":
       break
   }
-  if ((plan._tag === "BeMaster" || plan._tag === "Follow") && next.paused) {
-    // Loosening a fence on a master needs ownership confirmed by the server: after a freeze,
-    // the view (and even the session state) may still be the one from before it.
-    actions.push(Action.Unpause({ proof: plan._tag === "BeMaster" }))
-  }
+  // A follower's pause is lifted only once its Redis replicates from the master: lifted before,
+  // the writes it held would run on a Redis that is still a master, acknowledged then lost.
+  // Loosening a fence on a master needs ownership confirmed by the server: after a freeze, the
+  // view (and even the session state) may still be the one from before it.
+  const settled = plan._tag === "BeMaster" || (plan._tag === "Follow" && redis._tag === "None")
+  if (settled && next.paused) actions.push(Action.Unpause({ proof: plan._tag === "BeMaster" }))
   if (plan._tag === "BeMaster") {
     const wanted = minReplicasFor(settings.minReplicasToWrite, info?.role === "master" ? info.replicas.length : 0)
     const applied = next.minReplicas

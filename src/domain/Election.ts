@@ -105,15 +105,28 @@ export type Candidacy =
       readonly reason: string
     }
 
-export const candidacy = (ranking: Ranking, self: string, stepMs: number): Candidacy => {
-  const rank = ranking.ranked.findIndex((c) => c.name === self)
+/**
+ * This node's place in the election. A replica named by a graceful handover (and still eligible)
+ * goes first at once; the others then wait `graceMs` more, so they act only if it does not.
+ */
+export const candidacy = (
+  ranking: Ranking,
+  self: string,
+  stepMs: number,
+  named: { readonly name: string; readonly from: string; readonly graceMs: number } | null = null
+): Candidacy => {
+  const favoured = named !== null && ranking.ranked.some((c) => c.name === named.name) ? named : null
+  const order = favoured === null ? ranking.ranked : [...ranking.ranked.filter((c) => c.name === favoured.name), ...ranking.ranked.filter((c) => c.name !== favoured.name)]
+  const rank = order.findIndex((c) => c.name === self)
   if (rank < 0) {
     return { _tag: "Excluded", why: ranking.excluded.find((e) => e.name === self)?.reason ?? "not a member yet" }
   }
-  const waitMs = rank * stepMs
+  const waitMs = rank * stepMs + (favoured !== null && rank > 0 ? favoured.graceMs : 0)
   const reason =
-    rank === 0
-      ? describeRanking(ranking)
-      : `${ranking.ranked.slice(0, rank).map((c) => c.name).join(", ")} did not act within ${waitMs} ms; ${describeRanking(ranking)}`
-  return { _tag: "Candidate", rank, of: ranking.ranked.length, best: ranking.ranked[0]!.name, waitMs, reason }
+    favoured !== null && rank === 0
+      ? `named by ${favoured.from}'s graceful handover; ${describeRanking(ranking)}`
+      : rank === 0
+        ? describeRanking(ranking)
+        : `${order.slice(0, rank).map((c) => c.name).join(", ")} did not act within ${waitMs} ms; ${describeRanking(ranking)}`
+  return { _tag: "Candidate", rank, of: order.length, best: order[0]!.name, waitMs, reason }
 }

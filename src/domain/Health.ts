@@ -71,3 +71,12 @@ export const describeHealth = (h: HealthState): string =>
     : h._tag === "Down" || h._tag === "Suspect"
       ? `${h._tag.toLowerCase()}: ${h.detail}`
       : h._tag.toLowerCase()
+
+/**
+ * Same state but for the time of the check: not a change worth waking anyone for (a controller
+ * woken by every check it asked for itself would run in a loop).
+ */
+export const sameHealth = (a: HealthState, b: HealthState): boolean => {
+  const plain = (h: HealthState) => JSON.stringify(h._tag === "Healthy" ? { ...h, at: 0 } : h)
+  return plain(a) === plain(b)
+}

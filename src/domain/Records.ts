@@ -140,3 +140,21 @@ export const republish = (
     (record.offset === published.record.offset || now - published.at < OFFSET_REFRESH_MS)
   return fresh ? "skip" : "update"
 }
+
+/** A graceful handover's choice: `to` takes over from the master of `epoch`, which is gone. */
+export const HandoverRecordJson = Schema.Struct({
+  from: Schema.String,
+  to: Schema.String,
+  epoch: Schema.String
+})
+export type HandoverRecord = typeof HandoverRecordJson.Type
+
+export const encodeHandover = (h: HandoverRecord): Uint8Array => new TextEncoder().encode(JSON.stringify(h))
+
+export const parseHandover = (data: Uint8Array): Option.Option<HandoverRecord> => {
+  try {
+    return Schema.decodeUnknownOption(HandoverRecordJson)(JSON.parse(new TextDecoder().decode(data)))
+  } catch {
+    return Option.none()
+  }
+}

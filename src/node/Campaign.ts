@@ -74,7 +74,16 @@ export const make = Effect.gen(function* () {
     // A master that a majority found unreachable is no candidate (and asking it would only time out).
     const deposed = deposedMaster(view, prev === null ? null : { name: prev.record.name, epoch: prev.epoch })
     const candidates = yield* Effect.forEach(view.values(), (m) => candidateOf(m, deposed), { concurrency: "unbounded" })
-    const me = candidacy(rankCandidates(candidates, prev?.record.name ?? null), self.name, config.election_step_ms)
+    // A graceful handover that ended the previous master's epoch named its successor.
+    const handover = Option.filter(
+      yield* store.handover.pipe(Effect.orElseSucceed(() => Option.none())),
+      (h) => prev !== null && h.epoch === prev.epoch
+    )
+    const named = Option.match(handover, {
+      onNone: () => null,
+      onSome: (h) => ({ name: h.to, from: h.from, graceMs: config.handover_timeout_ms })
+    })
+    const me = candidacy(rankCandidates(candidates, prev?.record.name ?? null), self.name, config.election_step_ms, named)
     if (me._tag === "Excluded") {
       const note = `not a candidate: ${me.why}`
       if (note !== lastNote) yield* Effect.logInfo(note)

@@ -4,7 +4,7 @@
  * everything that changes the local Redis or the master znode. The only writer of the
  * controller state (role, ownership, our pause, min-replicas).
  */
-import { Context, Duration, Effect, FiberHandle, Layer, LogLevel, Option, Queue, type Scope, Stream, type Subscribable, SubscriptionRef } from "effect"
+import { Context, Duration, Effect, FiberHandle, Layer, LogLevel, Option, Queue, Stream, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { Action, type ControllerState, Event, initialState, type Settings, step } from "../domain/Controller.js"
 import { countVotes } from "../domain/Election.js"
@@ -42,7 +42,8 @@ interface Deps {
   readonly peers: PeersService
   readonly mode: ModeService
   readonly campaign: CampaignService
-  readonly scope: Scope.Scope
+  /** One pending recheck of a master not promoted yet, however many passes ask for it. */
+  readonly recheck: FiberHandle.FiberHandle<void, never>
   readonly wake: Queue.Queue<void>
   readonly feed: (event: Event) => Effect.Effect<void>
   readonly withPermit: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -76,7 +77,7 @@ const follower = (d: Deps) => {
       if (waiting === null || waiting.key !== key) waiting = { key, since: now }
       if (Option.isSome(target) && target.value.role !== "master" && now - waiting.since < PROMOTION_WAIT_MAX) {
         yield* Effect.logDebug(`master ${master.name} not promoted yet; following it in a moment`)
-        yield* Effect.forkIn(Effect.zipRight(Effect.sleep(PROMOTION_RECHECK), Queue.offer(d.wake, undefined)), d.scope)
+        yield* FiberHandle.run(d.recheck, Effect.asVoid(Effect.zipRight(Effect.sleep(PROMOTION_RECHECK), Queue.offer(d.wake, undefined))), { onlyIfMissing: true })
         return
       }
       yield* Effect.logInfo(`following master ${master.name}: REPLICAOF ${formatAddress(master)}`)
@@ -152,7 +153,7 @@ export const make = Effect.gen(function* () {
       return [actions, next] as const
     })
   const feed = (event: Event) => Effect.asVoid(steps(event))
-  const deps: Deps = { store, local, peers: yield* Peers, mode, campaign: yield* Campaign, scope: yield* Effect.scope, wake, feed, withPermit }
+  const deps: Deps = { store, local, peers: yield* Peers, mode, campaign: yield* Campaign, recheck: yield* FiberHandle.make<void, never>(), wake, feed, withPermit }
   const perform = interpreter(deps, election)
 
   const reconcile = Effect.gen(function* () {

@@ -1,20 +1,34 @@
 /**
- * The graceful handover (SIGTERM, /disable): a bounded script that hands the master role over
- * without losing acknowledged writes. Pause writes, wait for a replica to reach our offset, give
- * up the znodes, follow the new master, lift the pause: blocked writes then fail with READONLY,
- * never acknowledged by a demoted node. Run under the controller's permit.
+ * The graceful handover (SIGTERM, /disable): a bounded script that hands the master role to one
+ * named replica that has every acknowledged write. Pause writes, wait for a replica to reach our
+ * offset, remove the master znode naming it as successor (one transaction), follow it, lift the
+ * pause: blocked writes then fail with READONLY, never acknowledged by a demoted node.
+ *
+ * When that is impossible (ZooKeeper out of reach, no replica caught up), the data is never
+ * handed to a lagging node silently: on shutdown the Redis stays fenced, and /disable is refused
+ * with the reason, the node keeping its role. Run under the controller's permit.
  */
-import { Context, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
+import { Context, Data, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { Event } from "../domain/Controller.js"
+import type { MemberRecord, PresentMaster } from "../domain/Records.js"
 import { Controller, FENCE_PAUSE } from "./Controller.js"
 import { LocalHealth } from "./LocalHealth.js"
 import { Membership } from "./Membership.js"
 import { Peers } from "./Peers.js"
 import { Store } from "./Store.js"
 
+export class HandoverRefused extends Data.TaggedError("HandoverRefused")<{ readonly reason: string }> {
+  override get message() {
+    return `cannot hand over the master role: ${this.reason}`
+  }
+}
+
+/** Why the node hands over: on shutdown it exits whatever happens; a /disable can be refused. */
+export type HandoverCause = "shutdown" | "disable"
+
 export interface HandoverService {
-  readonly run: (why: string) => Effect.Effect<void>
+  readonly run: (cause: HandoverCause) => Effect.Effect<void, HandoverRefused>
 }
 
 export class Handover extends Context.Tag("dictator/Handover")<Handover, HandoverService>() {}
@@ -38,61 +52,107 @@ export const make = Effect.gen(function* () {
   const selfName = config.node.name
   const within = Duration.millis(config.handover_timeout_ms)
 
-  const run = (why: string) =>
+  const fence = Effect.zipRight(controller.feed(Event.Pausing()), local.connection.pauseWrites(FENCE_PAUSE))
+
+  /** The best replica that has reached `offset`: lowest priority number, then highest offset. */
+  const caughtUp = (candidates: ReadonlyArray<MemberRecord>, offset: number) =>
+    waitFor(
+      Effect.gen(function* () {
+        const reached: Array<{ readonly m: MemberRecord; readonly offset: number }> = []
+        for (const m of candidates) {
+          const info = yield* peers.use(m, (c) => Effect.either(c.replication))
+          if (Either.isRight(info) && info.right.offset >= offset) reached.push({ m, offset: info.right.offset })
+        }
+        reached.sort((a, b) => a.m.priority - b.m.priority || b.offset - a.offset)
+        return Option.fromNullable(reached[0])
+      }),
+      within
+    )
+
+  /** After the znode is gone: follow the successor once it is master, then lift the pause. */
+  const follow = (successor: string) =>
     Effect.gen(function* () {
-      yield* controller.stopCampaign
-      const view = yield* store.master.get
-      const session = yield* store.session.get
-      const isMaster = view !== null && view._tag === "Present" && view.owner === session.sessionId && session.status === "connected"
-      if (!isMaster) return yield* membership.remove
-      yield* Effect.logInfo(`handover (${why}): pausing writes and waiting for a replica to catch up`)
-      yield* controller.feed(Event.HandoverStarted())
-      yield* controller.feed(Event.Pausing())
-      yield* local.connection.pauseWrites(FENCE_PAUSE)
-      const target = (yield* local.connection.replication).offset
-      const others = [...(yield* store.members.get).values()].filter((m) => m.name !== selfName && m.priority > 0 && m.healthy)
-      const caughtUp =
-        others.length === 0
-          ? Option.none()
-          : yield* waitFor(
-              Effect.gen(function* () {
-                for (const m of others) {
-                  const info = yield* peers.use(m, (c) => Effect.either(c.replication))
-                  if (Either.isRight(info) && info.right.offset >= target) return Option.some({ name: m.name, offset: info.right.offset })
-                }
-                return Option.none()
-              }),
-              within
-            )
-      if (others.length === 0) {
-        yield* Effect.logWarning("handover: no healthy replica to hand over to; releasing the znodes and leaving writes paused")
-      } else if (Option.isNone(caughtUp)) {
-        yield* Effect.logWarning(`handover: no replica reached offset ${target} within ${config.handover_timeout_ms} ms; handing over anyway`)
-      } else {
-        yield* Effect.logInfo(`handover: ${caughtUp.value.name} reached offset ${caughtUp.value.offset} >= ${target}`)
-      }
-      yield* membership.remove
-      yield* store.removeMaster(view)
-      yield* controller.feed(Event.Released())
-      if (others.length === 0) return
       const next = yield* waitFor(
         Effect.map(store.readMaster, (v) => (v._tag === "Present" && v.record.name !== selfName ? Option.some(v.record) : Option.none())),
         within
       )
       if (Option.isNone(next)) {
-        yield* Effect.logWarning(`handover: no new master within ${config.handover_timeout_ms} ms; leaving writes paused`)
+        yield* Effect.logWarning(`handover: ${successor} did not take over within ${config.handover_timeout_ms} ms; leaving writes paused`)
         return
       }
       yield* local.connection.replicaOf(next.value)
       yield* local.connection.unpause
       yield* controller.feed(Event.Unpaused())
       yield* Effect.logInfo(`handover done: ${next.value.name} is master; local Redis now replicates from it`)
+    })
+
+  /** No replica can take the data: keep the role (disable) or stay fenced (shutdown). */
+  const keep = (cause: HandoverCause, view: PresentMaster, reason: string) =>
+    Effect.gen(function* () {
+      if (cause === "shutdown") {
+        yield* Effect.logWarning(`cannot hand over: ${reason}; exiting with the local Redis fenced (writes paused) rather than handing its data to a lagging replica`)
+        yield* membership.remove
+        yield* store.removeMaster(view).pipe(Effect.ignore)
+        return yield* controller.feed(Event.Released())
+      }
+      // Still ours: lift the pause only on proof, as any loosening.
+      if (yield* store.confirmOwnership) {
+        yield* local.connection.unpause
+        yield* controller.feed(Event.Unpaused())
+      }
+      return yield* new HandoverRefused({ reason })
+    })
+
+  const asMaster = (cause: HandoverCause, view: PresentMaster) =>
+    Effect.gen(function* () {
+      yield* Effect.logInfo(`handover (${cause === "shutdown" ? "shutting down" : "disabled"}): pausing writes and waiting for a replica to catch up`)
+      yield* controller.feed(Event.HandoverStarted())
+      yield* fence
+      const offset = (yield* local.connection.replication).offset
+      const members = [...(yield* store.members.get).values()].filter((m) => m.name !== selfName)
+      if (members.length === 0) {
+        yield* Effect.logWarning("handover: no healthy replica to hand over to; releasing the znodes and leaving writes paused")
+        yield* membership.remove
+        yield* store.removeMaster(view)
+        return yield* controller.feed(Event.Released())
+      }
+      const target = yield* caughtUp(members.filter((m) => m.priority > 0 && m.healthy), offset)
+      if (Option.isNone(target)) {
+        return yield* keep(cause, view, `no replica reached offset ${offset} within ${config.handover_timeout_ms} ms`)
+      }
+      const successor = target.value.m.name
+      yield* Effect.logInfo(`handover: ${successor} reached offset ${target.value.offset} >= ${offset}; naming it the next master`)
+      yield* membership.remove
+      yield* store.handOver(view, successor)
+      yield* controller.feed(Event.Released())
+      yield* follow(successor)
+    })
+
+  const run = (cause: HandoverCause) =>
+    Effect.gen(function* () {
+      yield* controller.stopCampaign
+      const view = yield* store.master.get
+      const session = yield* store.session.get
+      const owned = (yield* controller.state.get).owned
+      if (!owned || view === null || view._tag !== "Present") return yield* membership.remove
+      if (session.status !== "connected") {
+        // Ownership can be neither handed over nor proven: the session may expire any moment.
+        const reason = `ZooKeeper is ${session.status}`
+        if (cause === "disable") return yield* new HandoverRefused({ reason: `${reason}; try again once it is back` })
+        yield* Effect.logWarning(`cannot hand over: ${reason}; fencing the local Redis (writes paused) before exiting`)
+        return yield* fence
+      }
+      yield* asMaster(cause, view)
     }).pipe(
       Effect.timeoutFail({
         duration: Duration.millis(2 * config.handover_timeout_ms + 2000),
-        onTimeout: () => new Error("took too long")
+        onTimeout: () => new HandoverRefused({ reason: "the handover took too long" })
       }),
-      Effect.catchAll((e) => Effect.logError(`handover failed: ${e.message}`)),
+      Effect.catchIf(
+        (e): e is Exclude<typeof e, HandoverRefused> => e._tag !== "HandoverRefused",
+        (e) => Effect.fail(new HandoverRefused({ reason: e.message }))
+      ),
+      Effect.tapError((e) => Effect.logError(`handover failed: ${e.message}`)),
       Effect.annotateLogs({ loop: "handover" })
     )
 

@@ -4,7 +4,7 @@
  */
 import { Context, Duration, Effect, Layer, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
-import { describeHealth, type HealthState, nextHealth } from "../domain/Health.js"
+import { describeHealth, type HealthState, nextHealth, sameHealth } from "../domain/Health.js"
 import { formatAddress, Redis, type RedisConnection } from "../Redis.js"
 import { supervised } from "./supervised.js"
 
@@ -48,7 +48,7 @@ export const make = Effect.gen(function* () {
       const log = next._tag === "Healthy" ? Effect.logInfo : Effect.logWarning
       yield* log(`local Redis ${formatAddress(self)} ${describeHealth(next)}`)
     }
-    yield* SubscriptionRef.set(health, next)
+    if (!sameHealth(prev, next)) yield* SubscriptionRef.set(health, next)
     return next
   })
 

@@ -6,12 +6,15 @@
 import { Context, Effect, FiberMap, Layer, Option, Ref, Stream, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
 import {
+  encodeHandover,
   encodeMasterRecord,
+  type HandoverRecord,
   encodeMember,
   type MasterRecord,
   type MasterView,
   type MemberRecord,
   parseMasterView,
+  parseHandover,
   parseMember,
   type PresentMaster
 } from "../domain/Records.js"
@@ -45,6 +48,13 @@ export interface StoreService {
   readonly readMaster: Effect.Effect<MasterView, ZkFailure>
   /** Removes the master znode of `view` and never a newer one; gone already is fine. */
   readonly removeMaster: (view: Extract<MasterView, { _tag: "Present" | "Malformed" }>) => Effect.Effect<void, ZkFailure | ZkNodeExists>
+  /**
+   * Removes our master znode `view` and names `to` as the one to take over, in one transaction:
+   * the candidates see the choice as soon as they see the master gone.
+   */
+  readonly handOver: (view: PresentMaster, to: string) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion>
+  /** The last graceful handover's choice, if any (it names the epoch it ended). */
+  readonly handover: Effect.Effect<Option.Option<HandoverRecord>, ZkFailure>
   /** A fresh read through the server: false when the session is gone or someone else owns the znode. */
   readonly confirmOwnership: Effect.Effect<boolean>
   /** Rewrites this node's member record; false when it is not there (a new session must create it). */
@@ -169,6 +179,18 @@ const createMaster = (zk: Zk, paths: ServicePaths): StoreService["createMaster"]
     )
   })
 
+const handOver = (zk: Zk, paths: ServicePaths): StoreService["handOver"] => (view, to) =>
+  Effect.gen(function* () {
+    const data = encodeHandover({ from: view.record.name, to, epoch: view.epoch })
+    const existing = yield* zk.get(paths.handover)
+    const record = Option.isSome(existing)
+      ? ({ op: "set", path: paths.handover, data, version: existing.value.stat.version } as const)
+      : ({ op: "create", path: paths.handover, data, mode: "persistent" } as const)
+    const guard =
+      view.epochVersion === null ? [] : [{ op: "check", path: paths.epoch, version: view.epochVersion } as const]
+    yield* zk.transaction([...guard, record, { op: "remove", path: paths.master, version: view.version }])
+  })
+
 const confirmOwnership = (zk: Zk, paths: ServicePaths) =>
   Effect.gen(function* () {
     const node = yield* zk.get(paths.master)
@@ -229,6 +251,8 @@ export const make = Effect.gen(function* () {
     refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),
     removeMaster: removeMaster(zk, paths),
     confirmOwnership: confirmOwnership(zk, paths),
+    handOver: handOver(zk, paths),
+    handover: Effect.map(zk.get(paths.handover), Option.flatMap((n) => parseHandover(n.data))),
     ...memberWrites(zk, paths)
   } satisfies StoreService
 })

@@ -96,6 +96,7 @@ describe("step: acting on a snapshot (Observed)", () => {
     { name: "owned and disconnected within fence_after_ms: wait, keep ownership", from: mastering, event: observed({ master: mine, health: asMaster, session: disconnected(9500) }), actions: [], state: { owned: true, paused: false, role: "waiting" } },
     // lifting our pause
     { name: "following while paused by us: unpause without proof", from: { ...following, paused: true }, event: observed({}), actions: ["Unpause"] },
+    { name: "following while paused by us, Redis still a master: REPLICAOF first; the pause stays until it replicates", from: { ...following, paused: true }, event: observed({ health: asMaster }), actions: ["ReplicateFrom", "RecheckHealth"], state: { paused: true } },
     { name: "master while paused by us: unpause only with proof, and min-replicas", from: { ...mastering, paused: true, minReplicas: null }, event: observed({ master: mine, health: asMasterWithReplica }), actions: ["Unpause", "SetMinReplicas"] },
     // resigning and clearing
     { name: "owning the znode with Redis down: remove our znode", from: mastering, event: observed({ master: mine, health: down }), actions: ["RemoveMaster"], state: { role: "waiting", owned: true } },

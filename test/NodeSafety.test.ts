@@ -1,0 +1,109 @@
+/**
+ * Safety under partial failures (issue 7), on whole nodes under TestClock: each test reproduces
+ * one way a node could let two Redis servers take writes, or lose acknowledged writes.
+ */
+import { describe, expect, it, vi } from "@effect/vitest"
+import { Effect, TestClock } from "effect"
+import type { RedisAddress } from "../src/Redis.js"
+import { type Cluster, type ClusterNode, makeCluster, type NodeSpec, withTestSettings } from "./support/cluster.js"
+
+vi.setConfig({ testTimeout: 15_000 })
+
+const spec = (i: number, extra: Omit<Partial<NodeSpec>, "name" | "host"> = {}): NodeSpec => ({ name: `n${i}`, host: `10.0.0.${i}`, ...extra })
+const bytes = (s: string) => new TextEncoder().encode(s)
+const key = (a: RedisAddress) => `${a.host}:${a.port}`
+
+/** The node's Redis would acknowledge a write right now. */
+const acceptsWrites = (c: Cluster, a: RedisAddress) => Effect.isSuccess(c.world.write(a, 0))
+
+/** Fails the test if the Redis at `a` takes writes as a master while `cond` says it must not. */
+const neverWritableWhile = (c: Cluster, a: RedisAddress, label: string) =>
+  Effect.gen(function* () {
+    const s = yield* c.world.inspect(a)
+    if (s.role === "master" && (yield* acceptsWrites(c, a))) return yield* Effect.dieMessage(`${key(a)} takes writes ${label}`)
+  })
+
+const threeNodes = (c: Cluster) =>
+  Effect.gen(function* () {
+    const nodes: Array<ClusterNode> = []
+    for (const i of [1, 2, 3]) nodes.push(yield* c.add(spec(i)))
+    yield* c.waitUntil("n1 master", () => c.masterName() === "n1", { within: 3000 })
+    yield* TestClock.adjust("500 millis")
+    return nodes as unknown as readonly [ClusterNode, ClusterNode, ClusterNode]
+  })
+
+describe("Node safety: following a master that is not promoted yet", () => {
+  it.scoped("a fenced old master keeps its pause until its Redis is a replica of the new master (no write runs on it meanwhile)", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const n1 = yield* c.add(spec(1))
+        yield* c.waitUntil("n1 master", () => c.masterName() === "n1", { within: 1000 })
+        // Another server, named by the next master record, that is not promoted (yet).
+        const x = yield* c.world.addServer("10.0.0.9", 6379, { replicaOf: "10.0.0.8:6379" })
+
+        yield* c.ensemble.disconnect(n1.zk)
+        yield* c.waitUntil("n1 fenced", () => Effect.map(c.world.inspect(n1.address), (s) => s.paused), { within: 2000, step: 10 })
+        yield* c.ensemble.expire(n1.zk)
+        const other = yield* c.ensemble.session()
+        // Created as a dictator creates it: with the epoch bumped in the same transaction.
+        const record = bytes(JSON.stringify({ host: x.host, port: String(x.port), name: "x" }))
+        yield* other.transaction([
+          { op: "create", path: c.paths.master, data: record, mode: "ephemeral" },
+          { op: "set", path: c.paths.epoch, data: record, version: -1 }
+        ])
+        yield* c.ensemble.reconnect(n1.zk)
+
+        // Until n1's Redis replicates from x, nothing may take writes on it.
+        for (let t = 0; t < 1500; t += 10) {
+          yield* TestClock.adjust("10 millis")
+          yield* neverWritableWhile(c, n1.address, "as a master while the master znode names x")
+        }
+        const s = yield* c.world.inspect(n1.address)
+        expect(s.role).toBe("replica")
+        expect(s.master).toMatchObject(x)
+      })
+    ))
+})
+
+describe("Node safety: stopping while cut off from ZooKeeper", () => {
+  it.scoped("SIGTERM on a master that cannot reach ZooKeeper fences its Redis before it exits, and it stays fenced", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, n2] = yield* threeNodes(c)
+        const s1 = n1.sessionId()
+        yield* c.ensemble.disconnect(n1.zk)
+        yield* TestClock.adjust("200 millis")
+        yield* c.stop(n1)
+        expect(yield* Effect.flip(c.world.write(n1.address))).toMatchObject({ reason: "PAUSED" })
+        expect(c.logs.some((l) => l.node === "n1" && l.message.includes("cannot hand over"))).toBe(true)
+        // Its session expires on the server; a new master is elected; n1's Redis never took writes meanwhile.
+        yield* c.ensemble.expire(s1)
+        yield* c.waitUntil("a new master", () => c.masterName() !== null && c.masterName() !== "n1", { within: 2000, step: 10 })
+        for (let t = 0; t < 1000; t += 50) {
+          yield* TestClock.adjust("50 millis")
+          yield* neverWritableWhile(c, n1.address, "after its dictator stopped while cut off")
+        }
+        expect(c.masterName()).toBe(n2.name)
+      })
+    ))
+
+  it.scoped("/disable on a master that cannot reach ZooKeeper is refused: it cannot hand over, and it keeps its role and its fencing", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1] = yield* threeNodes(c)
+        yield* c.ensemble.disconnect(n1.zk)
+        yield* TestClock.adjust("200 millis")
+        const refused = yield* Effect.flip(n1.api.disable)
+        expect(refused.message).toContain("cannot hand over")
+        expect((yield* n1.api.status).enabled).toBe(true)
+        // Still the one that fences on the lost connection.
+        yield* c.waitUntil("n1 fenced", () => Effect.map(c.world.inspect(n1.address), (s) => s.paused), { within: 2000, step: 10 })
+        yield* c.ensemble.reconnect(n1.zk)
+        yield* c.waitUntil("n1 writable again", () => acceptsWrites(c, n1.address), { within: 1000, step: 10 })
+        expect(c.masterName()).toBe("n1")
+      })
+    ))
+})
