@@ -107,3 +107,64 @@ describe("Node safety: stopping while cut off from ZooKeeper", () => {
       })
     ))
 })
+
+describe("Node safety: the graceful handover never hands the data to a lagging replica", () => {
+  /** n1 master; n2 preferred but lagging; n3 caught up. Writes without waiting for replicas, so they can lag. */
+  const lagging = (c: Cluster) =>
+    Effect.gen(function* () {
+      const n1 = yield* c.add(spec(1, { config: { min_replicas_to_write: 0 } }))
+      yield* c.waitUntil("n1 master", () => c.masterName() === "n1", { within: 1000 })
+      // n2 is preferred (lower priority number) but will lag; n3 keeps up.
+      const n2 = yield* c.add(spec(2, { priority: 1 }))
+      const n3 = yield* c.add(spec(3))
+      yield* TestClock.adjust("1 second")
+      yield* c.world.cutLink(n2.address)
+      yield* c.world.write(n1.address, 50)
+      yield* TestClock.adjust("300 millis")
+      return [n1, n2, n3] as const
+    })
+
+  it.scoped("SIGTERM: the caught-up replica is named and wins, not the preferred one that lags", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, , n3] = yield* lagging(c)
+        const offset = (yield* c.world.inspect(n1.address)).offset
+        yield* c.stop(n1)
+        yield* c.waitUntil("a new master", () => c.masterName() !== null, { within: 5000, step: 10 })
+        expect(c.masterName()).toBe("n3")
+        expect((yield* c.world.inspect(n3.address)).offset).toBeGreaterThanOrEqual(offset)
+        expect(c.logs.some((l) => l.node === "n3" && l.message.includes("named by n1's graceful handover"))).toBe(true)
+      })
+    ))
+
+  it.scoped("/disable with no replica caught up is refused and the master keeps its role and takes writes", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, , n3] = yield* lagging(c)
+        yield* c.world.cutLink(n3.address)
+        yield* c.world.write(n1.address, 10)
+        const refused = yield* c.driven(Effect.flip(n1.api.disable), { step: 50, max: 10_000 })
+        expect(refused.message).toContain("no replica reached offset")
+        expect(c.masterName()).toBe("n1")
+        expect((yield* n1.api.status).enabled).toBe(true)
+        // Its pause lifted (writes may still wait for replicas: min-replicas-to-write is Redis's own).
+        yield* c.waitUntil("n1 unpaused", () => Effect.map(c.world.inspect(n1.address), (s) => !s.paused && s.role === "master"), { within: 1000, step: 10 })
+        expect((yield* n1.api.status).role).toBe("master")
+      })
+    ))
+
+  it.scoped("SIGTERM with no replica caught up: it exits with its Redis fenced", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, , n3] = yield* lagging(c)
+        yield* c.world.cutLink(n3.address)
+        yield* c.world.write(n1.address, 10)
+        yield* c.stop(n1)
+        expect((yield* c.world.inspect(n1.address)).paused).toBe(true)
+        expect(c.logs.some((l) => l.node === "n1" && l.message.includes("rather than handing its data to a lagging replica"))).toBe(true)
+      })
+    ))
+})
