@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on any machine, fresh or not (this is `npm test`):
-#   1. installs ZooKeeper, redis-server and redis-sentinel with apt-get when missing,
+#   1. installs ZooKeeper, redis-server, redis-sentinel and haproxy with apt-get when missing,
 #   2. runs `npm ci` when node_modules is missing or older than package-lock.json,
 #   3. builds (`npm run build`: the integration tests run the built dictator),
 #   4. runs every vitest project (unit, integration, chaos); its exit code is ours.
@@ -49,6 +49,8 @@ missing_servers() {
   command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   zookeeper_present || missing+=(zookeeper)
   command -v java >/dev/null 2>&1 || missing+=(java)
+  # The load-balancer test (test/integration/haproxy.test.ts) runs a real HAProxy.
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -56,7 +58,7 @@ install_servers() {
   local missing
   missing="$(missing_servers)"
   if [ -z "$missing" ]; then
-    log "ZooKeeper, redis-server and redis-sentinel are installed"
+    log "ZooKeeper, redis-server, redis-sentinel and haproxy are installed"
     return 0
   fi
   log "missing: $missing — installing with apt-get"
@@ -78,7 +80,7 @@ install_servers() {
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel </dev/null; then
+        zookeeper redis-server redis-sentinel haproxy </dev/null; then
       ok=1
       break
     fi
@@ -91,7 +93,7 @@ install_servers() {
 
   # Belt and braces: where systemd runs, make sure nothing the install enabled is running.
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    as_root systemctl stop redis-server.service redis-sentinel.service zookeeper.service >/dev/null 2>&1 || true
+    as_root systemctl stop redis-server.service redis-sentinel.service zookeeper.service haproxy.service >/dev/null 2>&1 || true
   fi
 
   missing="$(missing_servers)"
