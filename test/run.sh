@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on any machine, fresh or not (this is `npm test`):
-#   1. installs ZooKeeper, redis-server, redis-sentinel and haproxy with apt-get when missing,
+#   1. installs ZooKeeper, redis-server, redis-sentinel, haproxy (and systemd for systemd-analyze)
+#      with apt-get when missing,
 #   2. runs `npm ci` when node_modules is missing or older than package-lock.json,
 #   3. builds (`npm run build`: the integration tests run the built dictator),
 #   4. runs every vitest project (unit, integration, chaos); its exit code is ours.
@@ -51,6 +52,8 @@ missing_servers() {
   command -v java >/dev/null 2>&1 || missing+=(java)
   # The load-balancer test (test/integration/haproxy.test.ts) runs a real HAProxy.
   command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  # test/examples.test.ts runs `systemd-analyze verify` on examples/dictator.service.
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -75,12 +78,18 @@ install_servers() {
     created_policy=1
   fi
 
+  # Debian's systemd only for systemd-analyze, and only when it is missing (never an upgrade of
+  # the host's systemd). Installing it starts nothing: without systemd as PID 1 its scripts only
+  # create users and files, and policy-rc.d above stops the rest.
+  local extra=()
+  command -v systemd-analyze >/dev/null 2>&1 || extra+=(systemd)
+
   local ok=0 attempt
   for attempt in 1 2 3; do
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel haproxy </dev/null; then
+        zookeeper redis-server redis-sentinel haproxy ${extra[@]+"${extra[@]}"} </dev/null; then
       ok=1
       break
     fi
