@@ -216,8 +216,13 @@ export const checkReadiness = (s: NodeStatus): Verdict =>
 /** Bounds the status read of a check: a node whose fibers are stuck must not hang the probe. */
 const STATUS_WITHIN = "1 second"
 
+/** A header value Node accepts whatever the reason quotes (a Redis error, a query parameter). */
+export const headerSafe = (s: string): string => s.replace(/[^\x20-\x7e]/g, "?").slice(0, 300)
+
 const answer = (v: Verdict, body: unknown) =>
-  HttpServerResponse.json(body, { status: v.ok ? 200 : 503, headers: { "x-dictator-check": v.reason } }).pipe(Effect.orDie)
+  HttpServerResponse.json(body, { status: v.ok ? 200 : 503, headers: { "x-dictator-check": headerSafe(v.reason) } }).pipe(
+    Effect.orDie
+  )
 
 const check = (ready: NodeReady, verdict: (s: NodeStatus) => Verdict, starting: Verdict = failed("starting")) =>
   Effect.gen(function* () {
@@ -236,7 +241,7 @@ const replicaCheck = (ready: NodeReady) =>
     const lag = parseLag(given)
     if (Option.isNone(lag)) {
       const reason = `?lag= must be bytes (1048576, 16kB, 1MB) or a duration (5s, 500ms), not ${JSON.stringify(given.slice(0, 32))}`
-      return yield* HttpServerResponse.json({ error: reason }, { status: 400, headers: { "x-dictator-check": reason } }).pipe(
+      return yield* HttpServerResponse.json({ error: reason }, { status: 400, headers: { "x-dictator-check": headerSafe(reason) } }).pipe(
         Effect.orDie
       )
     }

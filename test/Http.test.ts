@@ -241,3 +241,39 @@ describe("router", () => {
     for (const path of ["/health", "/liveness", "/readiness"]) expect((await get(asReplica, path)).status, path).toBe(200)
   })
 })
+
+describe("?lag= fuzz", () => {
+  // A fixed-seed generator: the same inputs on every run, failures reproducible.
+  let seed = 0x2545f491
+  const rand = () => {
+    seed ^= seed << 13
+    seed ^= seed >>> 17
+    seed ^= seed << 5
+    return (seed >>> 0) / 0x100000000
+  }
+  const ALPHABET = "0123456789.kKmMgGbBsSin -+eE%\u0000\u00e9\u4e2d\n/?&="
+  const randomText = (max: number) =>
+    Array.from({ length: Math.floor(rand() * max) }, () => ALPHABET[Math.floor(rand() * ALPHABET.length)]).join("")
+
+  it("parseLag never throws and gives finite, non-negative limits", () => {
+    for (let i = 0; i < 20000; i++) {
+      const text = randomText(40)
+      const r = parseLag(text)
+      if (Option.isSome(r)) {
+        const n = r.value._tag === "Bytes" ? r.value.bytes : r.value.seconds
+        expect(Number.isFinite(n) && n >= 0, text).toBe(true)
+        expect(text.length).toBeLessThanOrEqual(32)
+      }
+    }
+  })
+
+  it("the router answers 200, 400 or 503 to any ?lag=, never 500", async () => {
+    for (let i = 0; i < 300; i++) {
+      const lag = encodeURIComponent(randomText(60))
+      const r = await get(asReplica, `/replica?lag=${lag}`)
+      expect([200, 400, 503], lag).toContain(r.status)
+      if (r.status === 400) expect(JSON.parse(r.body).error).toContain("?lag= must be")
+      expect(r.check ?? "", lag).toMatch(/^[\x20-\x7e]*$/)
+    }
+  })
+})

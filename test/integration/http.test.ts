@@ -55,6 +55,8 @@ describe("HTTP checks on the built dictator", () => {
       // A linked replica that took the initial sync is well within 1 MB; a bad ?lag= is a 400.
       expect((yield* b.http("/replica?lag=1MB")).status).toBe(200)
       expect((yield* b.http("/replica?lag=soon")).status).toBe(400)
+      // Non-ASCII in the parameter is quoted in a header: the server must still answer.
+      expect((yield* b.http("/replica?lag=%E4%B8%AD%0A")).status).toBe(400)
 
       // The master's Redis dies: the text status says why; the checks follow.
       yield* redisA.kill9
