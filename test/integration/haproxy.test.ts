@@ -5,7 +5,7 @@
  * Redis is killed, they work again within a bound, on the new master.
  */
 import { spawn, spawnSync } from "node:child_process"
-import { existsSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -20,6 +20,7 @@ import {
   oneShotRedis,
   readMaster,
   redisServer,
+  repoRoot,
   waitUntil,
   zooKeeper
 } from "../support/servers.js"
@@ -30,25 +31,31 @@ const SVC = "it-haproxy"
 /** From the kill to the first write acknowledged through HAProxy: failover (~0.1-1.5 s) plus HAProxy's check interval (500 ms), with room for a loaded 2-core machine. */
 const BOUND_MS = 15_000
 
-/** The README's HAProxy block, with this test's ports. */
-const haproxyConfig = (listen: number, servers: ReadonlyArray<{ name: string; redisPort: number; httpPort: number }>) =>
-  [
-    "global",
-    "  maxconn 256",
-    "defaults",
-    "  mode tcp",
-    "  timeout connect 1s",
-    "  timeout client 60s",
-    "  timeout server 60s",
-    "  timeout check 1s",
-    "listen redis-write",
-    `  bind 127.0.0.1:${listen}`,
-    "  option httpchk GET /master",
-    "  http-check expect status 200",
-    "  default-server inter 500ms fall 1 rise 1 on-marked-down shutdown-sessions",
-    ...servers.map((s) => `  server ${s.name} 127.0.0.1:${s.redisPort} check port ${s.httpPort}`),
-    ""
-  ].join("\n")
+/**
+ * The README's HAProxy block itself (the fenced block after "### HAProxy in front of the
+ * dictators"), with this test's listen port and servers in place of its `bind` and `server` lines:
+ * what README shows is what runs here.
+ */
+const haproxyConfig = (listen: number, servers: ReadonlyArray<{ name: string; redisPort: number; httpPort: number }>) => {
+  const readme = readFileSync(path.join(repoRoot(), "README.md"), "utf8")
+  const section = readme.indexOf("### HAProxy in front of the dictators")
+  const block = /```\n([\s\S]*?)```/.exec(readme.slice(section))
+  if (section < 0 || block === null) throw new Error("README.md has no HAProxy block under '### HAProxy in front of the dictators'")
+  const lines = block[1]!.split("\n")
+  if (!lines.some((l) => /^\s+bind /.test(l)) || !lines.some((l) => /^\s+server /.test(l))) {
+    throw new Error(`README's HAProxy block has no bind or server line:\n${block[1]}`)
+  }
+  const out: Array<string> = []
+  for (const line of lines) {
+    if (/^\s+bind /.test(line)) out.push(`  bind 127.0.0.1:${listen}`)
+    else if (/^\s+server /.test(line)) {
+      if (!out.some((l) => l.startsWith("  server "))) {
+        out.push(...servers.map((s) => `  server ${s.name} 127.0.0.1:${s.redisPort} check port ${s.httpPort}`))
+      }
+    } else out.push(line)
+  }
+  return out.join("\n")
+}
 
 /** HAProxy in the foreground (-db), stopped with the scope. */
 const haproxy = (config: string) =>
@@ -112,6 +119,15 @@ const masterChecks = (ds: ReadonlyArray<DictatorProcess>) =>
   Effect.forEach(ds, (d) => httpRequest(d.httpPort, "/master").pipe(Effect.map((r) => r.status), Effect.orElseSucceed(() => 0)))
 
 describe("HAProxy routes writes by GET /master", () => {
+  it("README's block is a complete config: timeouts, the /master check, one server line per dictator", () => {
+    const cfg = haproxyConfig(6380, [{ name: "x", redisPort: 1, httpPort: 2 }])
+    for (const line of ["option httpchk GET /master", "http-check expect status 200", "timeout check", "bind 127.0.0.1:6380"]) {
+      expect(cfg).toContain(line)
+    }
+    expect(cfg.match(/^\s+server /gm)).toHaveLength(1)
+    expect(cfg).toContain("server x 127.0.0.1:1 check port 2")
+  })
+
   it.scopedLive("writes through HAProxy reach the master, and again after the master's Redis is killed", () =>
     Effect.gen(function* () {
       const zk = yield* zooKeeper({ tickTime: 2000 })
