@@ -5,7 +5,6 @@
 import { HttpApp } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
-import type { HealthState, MasterView, MemberRecord } from "../src/Decision.js"
 import {
   checkHealth,
   checkMaster,
@@ -19,6 +18,12 @@ import {
 } from "../src/Http.js"
 import type { DictatorNodeService, NodeStatus } from "../src/Node.js"
 import type { ReplicationInfo } from "../src/Redis.js"
+
+// Taken from NodeStatus rather than imported from where they are defined: only the status's
+// shape matters here, wherever the node's modules keep these types.
+type HealthState = NodeStatus["health"]
+type MasterView = NonNullable<NodeStatus["master"]>
+type MemberRecord = NodeStatus["members"][number]
 
 const MASTER_ADDR = { host: "10.0.0.1", port: 6379 }
 const SESSION = "1000abc"
