@@ -77,6 +77,8 @@
             pkgs.redis
             pkgs.zookeeper
             pkgs.jdk17
+            pkgs.haproxy # test/integration/haproxy.test.ts
+            pkgs.systemd # systemd-analyze, for test/examples.test.ts
           ];
           # test/support/servers.ts runs ZooKeeper with this classpath (no Debian jar under Nix).
           ZOOKEEPER_CLASSPATH = "${pkgs.zookeeper}/lib/*:${pkgs.zookeeper}/conf";

@@ -146,29 +146,93 @@ const describeValue = (v: unknown): string => {
 const valueAt = (root: unknown, path: ReadonlyArray<PropertyKey>): unknown =>
   path.reduce<unknown>((v, k) => (v !== null && typeof v === "object" ? (v as Record<PropertyKey, unknown>)[k] : undefined), root)
 
+/**
+ * Optimal-string-alignment distance (Damerau-Levenshtein without repeated edits of a substring):
+ * a swapped pair of letters (`prioirty`) counts as one edit, as a person typing makes it.
+ */
+export const editDistance = (a: string, b: string): number => {
+  const d: Array<Array<number>> = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0))
+  )
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1)
+      d[i]![j] = best
+    }
+  }
+  return d[a.length]![b.length]!
+}
+
+/**
+ * The known key an unknown one was probably meant to be, or undefined. Case and `-` for `_` are
+ * not counted, nor a missing `_ms`; then up to 2 edits, only 1 for keys of 4 letters or fewer
+ * (`rack` is not `name`). The nearest wins (`http_prot` is `http_port`, not `http_host`).
+ */
+export const closestKey = (unknown: string, known: ReadonlyArray<string>): string | undefined => {
+  const norm = (k: string) => k.toLowerCase().replace(/-/g, "_")
+  let best: { key: string; distance: number } | undefined
+  for (const key of known) {
+    // Leaving the unit off (`fence_after`) is the commonest slip with the *_ms keys.
+    const distance = norm(unknown) + "_ms" === norm(key) ? 1 : editDistance(norm(unknown), norm(key))
+    const allowed = Math.min(unknown.length, key.length) <= 4 ? 1 : 2
+    if (distance <= allowed && (best === undefined || distance < best.distance)) best = { key, distance }
+  }
+  return best?.key
+}
+
+/**
+ * Line and column (both from 1) of a JSON.parse error, from the position V8 reports (Node 20:
+ * "at position N"; later versions add "(line L column C)"), or the end of the text when it names
+ * none ("Unexpected end of JSON input").
+ */
+export const jsonErrorLocation = (text: string, message: string): { line: number; column: number; what: string } => {
+  const at = /\s+at position (\d+)/.exec(message)
+  const offset = at === null ? text.length : Math.min(Number(at[1]), text.length)
+  const before = text.slice(0, offset)
+  const line = before.split("\n").length
+  const column = offset - (before.lastIndexOf("\n") + 1) + 1
+  const what = message.replace(/\s+at position \d+/, "").replace(/\s*\(line \d+ column \d+\)/, "").trim()
+  return { line, column, what }
+}
+
 /** Decodes the text of a config file: one error message naming key, value and what is allowed. */
 export const parseConfig = (file: string, text: string): Either.Either<LoadedConfig, ConfigError> => {
   let json: unknown
   try {
     json = JSON.parse(text)
   } catch (e) {
+    const { line, column, what } = jsonErrorLocation(text, (e as Error).message)
     return Either.left(
-      new ConfigError({ file, detail: `not valid JSON (${(e as Error).message}); fix the syntax of the file` })
+      new ConfigError({ file, detail: `not valid JSON at line ${line}, column ${column} (${what}); fix the syntax of the file` })
     )
   }
   if (json === null || typeof json !== "object" || Array.isArray(json)) {
     return Either.left(new ConfigError({ file, detail: "the file must hold one JSON object like {\"svc_name\": \"default\", ...}" }))
   }
+  // A typo'd key would otherwise leave its default in force (zk_host: the daemon would connect to
+  // localhost:2181): near-misses are errors, anything else (a note, another tool's key) a warning.
   const warnings: Array<string> = []
+  const typos: Array<string> = []
+  const unknownKey = (shown: string, key: string, known: ReadonlyArray<string>, prefix: string) => {
+    const close = closestKey(key, known)
+    if (close !== undefined) typos.push(`unknown key "${shown}": did you mean "${prefix}${close}"?`)
+    else warnings.push(`unknown key "${shown}" in ${file} is ignored`)
+  }
   for (const key of Object.keys(json)) {
-    if (!knownKeys.includes(key)) warnings.push(`unknown key "${key}" in ${file} is ignored`)
+    if (knownKeys.includes(key)) continue
+    // A node key written at the top level (`"priority": 0`) is a mistake with the same effect.
+    if (knownNodeKeys.includes(key)) typos.push(`unknown key "${key}": did you mean "node.${key}"?`)
+    else unknownKey(key, key, knownKeys, "")
   }
   const node = (json as Record<string, unknown>)["node"]
   if (node !== null && typeof node === "object" && !Array.isArray(node)) {
     for (const key of Object.keys(node)) {
-      if (!knownNodeKeys.includes(key)) warnings.push(`unknown key "node.${key}" in ${file} is ignored`)
+      if (!knownNodeKeys.includes(key)) unknownKey(`node.${key}`, key, knownNodeKeys, "node.")
     }
   }
+  if (typos.length > 0) return Either.left(new ConfigError({ file, detail: typos.join("; ") }))
   const decoded = Schema.decodeUnknownEither(DictatorConfigSchema, { onExcessProperty: "ignore", errors: "all" })(json)
   if (Either.isLeft(decoded)) {
     // An optional key is `T | undefined` on the input side: drop the "undefined" branch's noise.

@@ -2,6 +2,11 @@
  * The HTTP interface of the original program, kept: /ping, /status, /enable, /disable (GET or
  * POST). /status is plain text by default and JSON with `Accept: application/json` or
  * `?format=json`.
+ *
+ * Checks for load balancers and orchestrators, as Patroni's: /master (/primary, /read-write),
+ * /replica?lag=, /health, /liveness, /readiness. Each answers 200 or 503 with the JSON status as
+ * its body (`{"state":"starting"}` before the node is built) and the reason in the
+ * `X-Dictator-Check` header.
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
@@ -48,14 +53,28 @@ export const statusJson = (s: NodeStatus) => ({
   members: s.members.map((m) => ({ name: m.name, healthy: m.healthy, role: m.role, offset: m.offset, priority: m.priority }))
 })
 
+/** The local Redis in words: why it is down (the failing check's detail) and since when. */
+const redisText = (h: HealthState): string => {
+  switch (h._tag) {
+    case "Healthy":
+      return `healthy, ${h.info.role}, offset ${h.info.offset}`
+    case "Down":
+    case "Suspect":
+      return `${h._tag.toLowerCase()} since ${new Date(h.since).toISOString()}: ${h.detail}`
+    case "Loading":
+      return `loading since ${new Date(h.since).toISOString()}`
+    case "Unknown":
+      return "unknown (not checked yet)"
+  }
+}
+
 export const statusText = (s: NodeStatus): string => {
   const j = statusJson(s)
   const master =
     j.master.state === "elected" && "name" in j.master
       ? `${j.master.name} ${j.master.host}:${j.master.port} (epoch ${j.master.epoch})`
       : j.master.state
-  const redis =
-    j.redis.state === "healthy" && "role" in j.redis ? `healthy, ${j.redis.role}, offset ${j.redis.offset}` : j.redis.state
+  const redis = redisText(s.health)
   return [
     `name: ${j.name}`,
     `service: ${j.service}`,
@@ -76,13 +95,165 @@ const wantsJson = Effect.map(HttpServerRequest.HttpServerRequest, (req) => {
 /** The node, once built: until then (ZooKeeper still connecting) the API answers 503 "starting". */
 export type NodeReady = Effect.Effect<Option.Option<DictatorNodeService>>
 
+const STARTING = { state: "starting" } as const
+
 const withNode = (
   ready: NodeReady,
   use: (node: DictatorNodeService) => Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>
 ) =>
   Effect.flatMap(ready, (node) =>
-    Option.isSome(node) ? use(node.value) : Effect.succeed(HttpServerResponse.text("starting\n", { status: 503 }))
+    Option.isSome(node)
+      ? use(node.value)
+      : Effect.flatMap(wantsJson, (json) =>
+          json
+            ? HttpServerResponse.json(STARTING, { status: 503 }).pipe(Effect.orDie)
+            : Effect.succeed(HttpServerResponse.text("starting\n", { status: 503 }))
+        )
   )
+
+// ---------------------------------------------------------------------------------------------
+// Load-balancer and orchestrator checks
+
+/** A check's verdict: `ok` answers 200, otherwise 503; `reason` goes in the X-Dictator-Check header. */
+export interface Verdict {
+  readonly ok: boolean
+  readonly reason: string
+}
+
+const pass = (reason: string): Verdict => ({ ok: true, reason })
+const failed = (reason: string): Verdict => ({ ok: false, reason })
+
+const ownsMasterZnode = (s: NodeStatus): boolean =>
+  s.session.status === "connected" &&
+  s.master !== null &&
+  s.master._tag === "Present" &&
+  s.session.sessionId !== null &&
+  s.master.owner === s.session.sessionId
+
+/**
+ * Writes go here: this dictator holds the master znode on a live session, and its Redis is a
+ * healthy master that is not paused (role `master`, not `fenced` or `handing-over`).
+ */
+export const checkMaster = (s: NodeStatus): Verdict => {
+  if (s.role !== "master") return failed(`role is ${s.role}`)
+  if (!ownsMasterZnode(s)) return failed("does not own the master znode on a connected ZooKeeper session")
+  if (s.health._tag !== "Healthy") return failed(`local Redis is ${s.health._tag.toLowerCase()}`)
+  if (s.health.info.role !== "master") return failed("local Redis is not a master yet")
+  return pass("master")
+}
+
+/** `?lag=` of /replica: a byte count (`1048576`, `16kB`, `1MB`) or a duration (`5s`, `500ms`). */
+export type LagLimit =
+  | { readonly _tag: "Bytes"; readonly bytes: number }
+  | { readonly _tag: "Seconds"; readonly seconds: number }
+
+const BYTE_UNITS: Record<string, number> = { "": 1, b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }
+const SECOND_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, min: 60 }
+
+/** Parses `?lag=`; a message for anything else (the parameter is bounded to 32 characters). */
+export const parseLag = (text: string): Option.Option<LagLimit> => {
+  const m = /^(\d{1,15}(?:\.\d{1,6})?)\s*([a-z]{0,3})$/i.exec(text.trim())
+  if (text.length > 32 || m === null) return Option.none()
+  const value = Number(m[1])
+  const unit = m[2]!.toLowerCase()
+  const byteUnit = BYTE_UNITS[unit]
+  if (byteUnit !== undefined) return Option.some({ _tag: "Bytes", bytes: Math.floor(value * byteUnit) })
+  const secondUnit = SECOND_UNITS[unit]
+  if (secondUnit !== undefined) return Option.some({ _tag: "Seconds", seconds: value * secondUnit })
+  return Option.none()
+}
+
+/**
+ * Bytes this replica is behind: the master's offset (its member record) minus our own (our Redis,
+ * just read). Null when the master publishes none. Member records are re-published periodically,
+ * so the master's offset there may be older than ours: the lag is then underestimated and never
+ * below 0.
+ */
+export const replicaLagBytes = (s: NodeStatus): number | null => {
+  if (s.master === null || s.master._tag !== "Present" || s.health._tag !== "Healthy") return null
+  const name = s.master.record.name
+  const record = s.members.find((m) => m.name === name)
+  if (record === undefined || record.role !== "master") return null
+  return Math.max(0, record.offset - s.health.info.offset)
+}
+
+/**
+ * Reads go here: a healthy replica of the current master, its link up and its initial sync done,
+ * and (with `lag`) no further behind than that.
+ */
+export const checkReplica = (s: NodeStatus, lag: Option.Option<LagLimit>): Verdict => {
+  if (!s.enabled) return failed("disabled")
+  if (s.role !== "replica") return failed(`role is ${s.role}`)
+  if (s.health._tag !== "Healthy") return failed(`local Redis is ${s.health._tag.toLowerCase()}`)
+  const info = s.health.info
+  if (info.role !== "replica") return failed("local Redis is not a replica")
+  if (s.master === null || s.master._tag !== "Present") return failed("no master elected")
+  const m = s.master.record
+  if (info.master === null || info.master.host !== m.host || info.master.port !== m.port) {
+    return failed(`local Redis does not replicate from the master ${m.name} (${formatAddress(m)}) yet`)
+  }
+  if (!info.linkUp) return failed("replication link is down")
+  if (info.syncInProgress) return failed("initial sync in progress")
+  if (Option.isNone(lag)) return pass("replica")
+  if (lag.value._tag === "Seconds") {
+    // The status carries offsets, not times: a lag in seconds cannot be measured honestly here.
+    return failed("lag in seconds is not measured; give ?lag= in bytes (e.g. 1MB)")
+  }
+  const behind = replicaLagBytes(s)
+  if (behind === null) return failed(`lag unknown: the master ${m.name} publishes no offset`)
+  return behind <= lag.value.bytes
+    ? pass(`replica, ${behind} bytes behind`)
+    : failed(`${behind} bytes behind the master, more than ${lag.value.bytes}`)
+}
+
+/** The local Redis answers its checks: healthy, whatever its role. */
+export const checkHealth = (s: NodeStatus): Verdict =>
+  s.health._tag === "Healthy" ? pass(`local Redis healthy (${s.health.info.role})`) : failed(`local Redis is ${s.health._tag.toLowerCase()}`)
+
+/** The node is built and has a live ZooKeeper session: it takes part in the service. */
+export const checkReadiness = (s: NodeStatus): Verdict =>
+  s.session.status === "connected" ? pass("ready") : failed(`ZooKeeper session ${s.session.status}`)
+
+/** Bounds the status read of a check: a node whose fibers are stuck must not hang the probe. */
+const STATUS_WITHIN = "1 second"
+
+/** A header value Node accepts whatever the reason quotes (a Redis error, a query parameter). */
+export const headerSafe = (s: string): string => s.replace(/[^\x20-\x7e]/g, "?").slice(0, 300)
+
+const answer = (v: Verdict, body: unknown) =>
+  HttpServerResponse.json(body, { status: v.ok ? 200 : 503, headers: { "x-dictator-check": headerSafe(v.reason) } }).pipe(
+    Effect.orDie
+  )
+
+const check = (ready: NodeReady, verdict: (s: NodeStatus) => Verdict, starting: Verdict = failed("starting")) =>
+  Effect.gen(function* () {
+    const node = yield* ready
+    if (Option.isNone(node)) return yield* answer(starting, STARTING)
+    const status = yield* node.value.status.pipe(Effect.timeout(STATUS_WITHIN), Effect.option)
+    if (Option.isNone(status)) return yield* answer(failed("status did not answer within 1 s"), { state: "unresponsive" })
+    return yield* answer(verdict(status.value), statusJson(status.value))
+  })
+
+const replicaCheck = (ready: NodeReady) =>
+  Effect.gen(function* () {
+    const req = yield* HttpServerRequest.HttpServerRequest
+    const given = new URL(req.url, "http://localhost").searchParams.get("lag")
+    if (given === null) return yield* check(ready, (s) => checkReplica(s, Option.none()))
+    const lag = parseLag(given)
+    if (Option.isNone(lag)) {
+      const reason = `?lag= must be bytes (1048576, 16kB, 1MB) or a duration (5s, 500ms), not ${JSON.stringify(given.slice(0, 32))}`
+      return yield* HttpServerResponse.json({ error: reason }, { status: 400, headers: { "x-dictator-check": headerSafe(reason) } }).pipe(
+        Effect.orDie
+      )
+    }
+    return yield* check(ready, (s) => checkReplica(s, lag))
+  })
+
+/** Load balancers probe with GET, HEAD or OPTIONS (HAProxy's default): all three answer. */
+const probe =
+  (path: `/${string}`, handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>) =>
+  (router: HttpRouter.HttpRouter) =>
+    router.pipe(HttpRouter.get(path, handler), HttpRouter.head(path, handler), HttpRouter.options(path, handler))
 
 const both =
   (path: `/${string}`, handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>) =>
@@ -103,6 +274,14 @@ export const router = (ready: NodeReady) =>
         })
       )
     ),
+    probe("/master", check(ready, checkMaster)),
+    probe("/primary", check(ready, checkMaster)),
+    probe("/read-write", check(ready, checkMaster)),
+    probe("/replica", replicaCheck(ready)),
+    probe("/health", check(ready, checkHealth)),
+    // The process answers, and the node (once built) answers its status within the bound.
+    probe("/liveness", check(ready, () => pass("alive"), pass("alive, starting"))),
+    probe("/readiness", check(ready, checkReadiness)),
     both(
       "/enable",
       withNode(ready, (node) =>

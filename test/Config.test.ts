@@ -1,7 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
+import { readFileSync } from "node:fs"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import { Either } from "effect"
 import type { DictatorConfigData, LoadedConfig } from "../src/Config.js"
-import { ConfigError, parseConfig } from "../src/Config.js"
+import { closestKey, ConfigError, editDistance, jsonErrorLocation, knownKeys, knownNodeKeys, parseConfig } from "../src/Config.js"
 
 const FILE = "/etc/dictator/dictator.conf"
 
@@ -114,14 +117,14 @@ describe("parseConfig: valid files", () => {
 
   it("warns about unknown top-level and node keys, naming the key and the file", () => {
     const file = "/tmp/my dictator.conf"
-    const loaded = ok(`{"svc_name":"s","colour":"blue","zk_timeout":5,"node":{"name":"n","hostname":"x","Port":1}}`, file)
+    const loaded = ok(`{"svc_name":"s","colour":"blue","zk_timeout":5,"node":{"name":"n","hostname":"x","rack":1}}`, file)
     expect(loaded.config.svc_name).toBe("s")
     expect(loaded.config.node).toEqual({ ...defaults.node, name: "n" })
     expect(loaded.warnings).toEqual([
       `unknown key "colour" in ${file} is ignored`,
       `unknown key "zk_timeout" in ${file} is ignored`,
       `unknown key "node.hostname" in ${file} is ignored`,
-      `unknown key "node.Port" in ${file} is ignored`
+      `unknown key "node.rack" in ${file} is ignored`
     ])
   })
 
@@ -220,9 +223,35 @@ describe("parseConfig: bad values", () => {
     expect(err(`{"http_port": 0}`, "./conf/a b.json").message).toBe(`invalid configuration ./conf/a b.json: key "http_port" = 0: ${PORT}`)
   })
 
-  it("reports invalid JSON with the file and the parser's complaint", () => {
+  it("reports invalid JSON with the file, a line and column, and the parser's complaint", () => {
     const e = err(`{"svc_name": "default",}`)
-    expect(e.message).toMatch(new RegExp(`^invalid configuration ${FILE}: not valid JSON \\(.+\\); fix the syntax of the file$`))
+    expect(e.message).toMatch(
+      new RegExp(`^invalid configuration ${FILE}: not valid JSON at line 1, column 24 \\(.+\\); fix the syntax of the file$`)
+    )
+    expect(e.message).not.toMatch(/position/)
+  })
+
+  it.each([
+    ["a missing comma on line 3", `{\n  "svc_name": "a",\n  "http_port": 8000\n  "zk_hosts": []\n}`, 4, 3],
+    ["a trailing comma", `{\n  "node": {\n    "port": 6379,\n  }\n}`, 4, 3],
+    ["a truncated file", `{\n  "node": {"port": 6379}\n`, 3, 1],
+    ["an empty file", ``, 1, 1],
+    ["garbage after the object", `{}\nx`, 2, 1]
+  ])("locates %s at line %i, column %i", (_, text, line, column) => {
+    expect(err(text).detail).toMatch(new RegExp(`^not valid JSON at line ${line}, column ${column} \\(`))
+  })
+
+  it("jsonErrorLocation reads either V8 wording and counts from 1", () => {
+    const text = `{\n  "a": 1\n  "b": 2\n}`
+    expect(jsonErrorLocation(text, "Expected ',' or '}' after property value in JSON at position 13")).toEqual({
+      line: 3,
+      column: 3,
+      what: "Expected ',' or '}' after property value in JSON"
+    })
+    expect(
+      jsonErrorLocation(text, "Expected ',' or '}' after property value in JSON at position 13 (line 3 column 3)")
+    ).toEqual({ line: 3, column: 3, what: "Expected ',' or '}' after property value in JSON" })
+    expect(jsonErrorLocation("{", "Unexpected end of JSON input")).toEqual({ line: 1, column: 2, what: "Unexpected end of JSON input" })
   })
 
   it.each([
@@ -230,7 +259,7 @@ describe("parseConfig: bad values", () => {
     ["a truncated object", `{"node": {"port": 6379}`],
     ["single quotes", `{'svc_name': 'x'}`]
   ])("reports %s as invalid JSON", (_, text) => {
-    expect(err(text).message).toContain(`invalid configuration ${FILE}: not valid JSON (`)
+    expect(err(text).message).toMatch(new RegExp(`^invalid configuration ${FILE}: not valid JSON at line \\d+, column \\d+ \\(`))
   })
 
   it.each([
@@ -266,5 +295,78 @@ describe("parseConfig: bad values", () => {
     const m = err(JSON.stringify({ zk_hosts: long })).message
     expect(m).toContain(`key "zk_hosts" = "${"x".repeat(56)}...: `)
     expect(m).not.toContain("x".repeat(100))
+  })
+})
+
+describe("parseConfig: typo'd keys", () => {
+  it.each([
+    [`{"zk_host": ["zk1"]}`, `unknown key "zk_host": did you mean "zk_hosts"?`],
+    [`{"node": {"prioirty": 0}}`, `unknown key "node.prioirty": did you mean "node.priority"?`],
+    [`{"loglevel": "DEBUG"}`, `unknown key "loglevel": did you mean "log_level"?`],
+    [`{"http-port": 8001}`, `unknown key "http-port": did you mean "http_port"?`],
+    [`{"HTTP_PORT": 8001}`, `unknown key "HTTP_PORT": did you mean "http_port"?`],
+    [`{"svcname": "x"}`, `unknown key "svcname": did you mean "svc_name"?`],
+    [`{"node": {"Port": 1}}`, `unknown key "node.Port": did you mean "node.port"?`],
+    [`{"node": {"hots": "a"}}`, `unknown key "node.hots": did you mean "node.host"?`],
+    [`{"priority": 0}`, `unknown key "priority": did you mean "node.priority"?`],
+    [`{"fence_after": 500}`, `unknown key "fence_after": did you mean "fence_after_ms"?`]
+  ])("%s is an error naming the key it resembles", (text, detail) => {
+    const e = err(text)
+    expect(e.detail).toBe(detail)
+    expect(e.message).toBe(`invalid configuration ${FILE}: ${detail}`)
+  })
+
+  it("lists every typo in one message and keeps far-off keys as warnings", () => {
+    expect(err(`{"zk_host": [], "colour": 1, "node": {"nmae": "x"}}`).detail).toBe(
+      `unknown key "zk_host": did you mean "zk_hosts"?; unknown key "node.nmae": did you mean "node.name"?`
+    )
+  })
+
+  it("editDistance counts a swapped pair as one edit", () => {
+    expect(editDistance("prioirty", "priority")).toBe(1)
+    expect(editDistance("zk_host", "zk_hosts")).toBe(1)
+    expect(editDistance("", "abc")).toBe(3)
+    expect(editDistance("kitten", "sitting")).toBe(3)
+    expect(editDistance("same", "same")).toBe(0)
+  })
+
+  it("closestKey: short keys allow one edit, longer ones two; far keys have no suggestion", () => {
+    expect(closestKey("rack", knownNodeKeys)).toBeUndefined()
+    expect(closestKey("nam", knownNodeKeys)).toBe("name")
+    expect(closestKey("colour", knownKeys)).toBeUndefined()
+    expect(closestKey("zk_timeout", knownKeys)).toBeUndefined()
+    expect(closestKey("down_after", knownKeys)).toBe("down_after_ms")
+    expect(closestKey("after_ms", knownKeys)).toBeUndefined()
+    expect(closestKey("down_aftr_ms", knownKeys)).toBe("down_after_ms")
+  })
+
+  it("the nearest key wins", () => {
+    expect(closestKey("http_prot", knownKeys)).toBe("http_port")
+    expect(closestKey("http_hots", knownKeys)).toBe("http_host")
+  })
+})
+
+describe("examples/dictator.conf", () => {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  const sample = path.join(here, "..", "examples", "dictator.conf")
+  const text = readFileSync(sample, "utf8")
+
+  it("parses without an error or a warning", () => {
+    const loaded = ok(text, sample)
+    expect(loaded.warnings).toEqual([])
+    expect(loaded.config.svc_name).toBe("orders")
+  })
+
+  it("sets every key of the schema, top-level and node", () => {
+    const json = JSON.parse(text) as Record<string, unknown>
+    expect(Object.keys(json).sort()).toEqual([...knownKeys].sort())
+    expect(Object.keys(json["node"] as object).sort()).toEqual([...knownNodeKeys].sort())
+  })
+
+  it("every key of the schema has a row in README's config table", () => {
+    const readme = readFileSync(path.join(here, "..", "README.md"), "utf8")
+    for (const key of [...knownKeys.filter((k) => k !== "node"), ...knownNodeKeys.map((k) => `node.${k}`)]) {
+      expect(readme, key).toContain(`| \`${key}\` |`)
+    }
   })
 })

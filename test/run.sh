@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on any machine, fresh or not (this is `npm test`):
-#   1. installs ZooKeeper, redis-server and redis-sentinel with apt-get when missing,
+#   1. installs ZooKeeper, redis-server, redis-sentinel, haproxy (and systemd for systemd-analyze)
+#      with apt-get when missing,
 #   2. runs `npm ci` when node_modules is missing or older than package-lock.json,
 #   3. builds (`npm run build`: the integration tests run the built dictator),
 #   4. runs every vitest project (unit, integration, chaos); its exit code is ours.
@@ -49,6 +50,10 @@ missing_servers() {
   command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   zookeeper_present || missing+=(zookeeper)
   command -v java >/dev/null 2>&1 || missing+=(java)
+  # The load-balancer test (test/integration/haproxy.test.ts) runs a real HAProxy.
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  # test/examples.test.ts runs `systemd-analyze verify` on examples/dictator.service.
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -56,7 +61,7 @@ install_servers() {
   local missing
   missing="$(missing_servers)"
   if [ -z "$missing" ]; then
-    log "ZooKeeper, redis-server and redis-sentinel are installed"
+    log "ZooKeeper, redis-server, redis-sentinel and haproxy are installed"
     return 0
   fi
   log "missing: $missing — installing with apt-get"
@@ -73,12 +78,18 @@ install_servers() {
     created_policy=1
   fi
 
+  # Debian's systemd only for systemd-analyze, and only when it is missing (never an upgrade of
+  # the host's systemd). Installing it starts nothing: without systemd as PID 1 its scripts only
+  # create users and files, and policy-rc.d above stops the rest.
+  local extra=()
+  command -v systemd-analyze >/dev/null 2>&1 || extra+=(systemd)
+
   local ok=0 attempt
   for attempt in 1 2 3; do
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel </dev/null; then
+        zookeeper redis-server redis-sentinel haproxy ${extra[@]+"${extra[@]}"} </dev/null; then
       ok=1
       break
     fi
@@ -91,7 +102,7 @@ install_servers() {
 
   # Belt and braces: where systemd runs, make sure nothing the install enabled is running.
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    as_root systemctl stop redis-server.service redis-sentinel.service zookeeper.service >/dev/null 2>&1 || true
+    as_root systemctl stop redis-server.service redis-sentinel.service zookeeper.service haproxy.service >/dev/null 2>&1 || true
   fi
 
   missing="$(missing_servers)"

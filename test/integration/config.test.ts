@@ -158,6 +158,31 @@ describe("bad config files: one message naming the file (and the key, the value,
     })
   )
 
+  it.scopedLive("a file that is not JSON: the line and column of the fault", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const file = yield* writeConfig(dir, "comma.conf", '{\n  "svc_name": "default"\n  "zk_hosts": ["127.0.0.1"]\n}\n')
+      const line = expectOneMessage(yield* runBin([`--config=${file}`]))
+      expect(line).toContain(`${file}: not valid JSON at line 3, column 3`)
+      expect(line).not.toContain("position")
+    })
+  )
+
+  it.scopedLive("a typo'd key: did you mean …?", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const file = yield* writeConfig(
+        dir,
+        "typo.conf",
+        JSON.stringify({ svc_name: "default", zk_host: ["zk1:2181"], node: { prioirty: 0 } }, null, 2)
+      )
+      const line = expectOneMessage(yield* runBin([`--config=${file}`]))
+      expect(line).toBe(
+        `dictator: invalid configuration ${file}: unknown key "zk_host": did you mean "zk_hosts"?; unknown key "node.prioirty": did you mean "node.priority"?`
+      )
+    })
+  )
+
   const badValues: ReadonlyArray<{
     readonly what: string
     readonly config: Record<string, unknown>
