@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on any machine, fresh or not (this is `npm test`):
-#   1. installs ZooKeeper, redis-server and redis-sentinel with apt-get when missing,
+#   1. installs ZooKeeper, redis-server, redis-sentinel, iproute2 and nftables (the partition
+#      suite's `ip` and `nft`) with apt-get when missing,
 #   2. runs `npm ci` when node_modules is missing or older than package-lock.json,
 #   3. builds (`npm run build`: the integration tests run the built dictator),
 #   4. runs every vitest project (unit, integration, chaos); its exit code is ours.
@@ -49,6 +50,8 @@ missing_servers() {
   command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   zookeeper_present || missing+=(zookeeper)
   command -v java >/dev/null 2>&1 || missing+=(java)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -56,7 +59,7 @@ install_servers() {
   local missing
   missing="$(missing_servers)"
   if [ -z "$missing" ]; then
-    log "ZooKeeper, redis-server and redis-sentinel are installed"
+    log "ZooKeeper, redis-server, redis-sentinel, ip and nft are installed"
     return 0
   fi
   log "missing: $missing — installing with apt-get"
@@ -78,7 +81,7 @@ install_servers() {
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel </dev/null; then
+        zookeeper redis-server redis-sentinel iproute2 nftables </dev/null; then
       ok=1
       break
     fi
