@@ -66,12 +66,14 @@ describe.skipIf(requireNetns(support))("partition", () => {
             Effect.gen(function* () {
               const old = before.master.name
               const faultAt = yield* now
-              // 30 cycles of 500 ms cut, 500 ms open; bounded by its count.
-              for (let i = 0; i < 30; i++) {
-                yield* Effect.scoped(
-                  partition(t, [{ host: old, peers: allBut(t, old) }]).pipe(Effect.zipRight(Effect.sleep("500 millis")))
-                )
-                yield* Effect.sleep("500 millis")
+              // Toggled on a fixed 500 ms schedule (the time the nft commands take comes out of
+              // each half-period, not on top of it), for 30 s: 60 toggles. Healed on failure too.
+              yield* Effect.addFinalizer(() => t.bed.heal(old).pipe(Effect.ignore))
+              for (let i = 0; i < 60; i++) {
+                if (i % 2 === 0) yield* t.bed.cut({ host: old, peers: allBut(t, old) })
+                else yield* t.bed.heal(old)
+                const wait = faultAt + (i + 1) * 500 - (yield* now)
+                if (wait > 0) yield* Effect.sleep(`${wait} millis`)
               }
               return { faultAt }
             })
