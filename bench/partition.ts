@@ -16,7 +16,7 @@
  *
  * Each round: a converged service; a writer following the system's own discovery (`SADD`, one
  * write in flight) and a client pinned to the master; the cut for HOLD_MS; the heal; convergence.
- * Measured, from the cut: (a) the first write acknowledged by another server; (b) the old
+ * Measured, from the cut: (a) the first write another Redis accepted (probed every 20 ms); (b) the old
  * master's last acknowledged write (pinned client, before the heal); (c) writes the old master
  * acknowledged that were sent after (a); (d) acknowledged writes missing on the final master, of
  * the writer and of the pinned client. Prints both side by side and writes
@@ -237,20 +237,32 @@ const round = (svc: Service, variant: Variant, n: number): Effect.Effect<Round> 
     const load1 = os.loadavg()[0]
     const faultAt = now()
     yield* svc.bed.cut({ host: master.name, peers: svc.bed.hosts.map((h) => h.name).filter((h) => h !== master.name) })
-    yield* Effect.sleep(Duration.millis(HOLD_MS)).pipe(Effect.ensuring(Effect.void))
+    // (a) by probing every other Redis, not through the writer: a Sentinel client asking the
+    // sentinel next to the old master (its clients still reach it) would not move at all.
+    let newWritableAt: number | undefined
+    const others = svc.nodes.filter((x) => x !== master)
+    const probe = Effect.promise(async () => {
+      for (const o of others) {
+        const ok = await svc.monitor(addressOf(o)).call("SET", "bench:probe", "x").then((r) => r === "OK", () => false)
+        if (ok && newWritableAt === undefined) newWritableAt = now()
+      }
+    }).pipe(Effect.zipRight(Effect.sleep("20 millis")), Effect.repeat({ until: () => newWritableAt !== undefined }))
+    yield* Effect.raceFirst(probe, Effect.sleep(Duration.millis(HOLD_MS))).pipe(
+      Effect.zipRight(Effect.sleep(Duration.millis(Math.max(0, faultAt + HOLD_MS - now()))))
+    )
     const healAt = now()
     yield* svc.bed.heal(master.name)
     const final = yield* awaitConverged(svc)
     yield* w.stop
     yield* pinned.stop
-    const firstNew = w.acks().find((a) => a.at >= faultAt && a.port !== master.redis.port)
     const pinnedDuring = pinned.acks().filter((a) => a.at >= faultAt && a.sentAt <= healAt)
     const last = pinnedDuring.at(-1)
+    const writableAt = newWritableAt
     const oldAfter =
-      firstNew === undefined
+      writableAt === undefined
         ? 0
         : [...pinned.acks(), ...w.acks().filter((a) => a.port === master.redis.port)].filter(
-            (a) => a.sentAt > firstNew.at && a.sentAt <= healAt
+            (a) => a.sentAt > writableAt && a.sentAt <= healAt
           ).length
     return {
       variant,
@@ -259,7 +271,7 @@ const round = (svc: Service, variant: Variant, n: number): Effect.Effect<Round> 
       oldMaster: master.name,
       finalMaster: final.name,
       ...(load1 === undefined ? {} : { load1 }),
-      ...(firstNew === undefined ? {} : { newWritableMs: Math.round(firstNew.at - faultAt) }),
+      ...(writableAt === undefined ? {} : { newWritableMs: Math.round(writableAt - faultAt) }),
       ...(last === undefined ? {} : { oldLastAckMs: Math.round(last.at - faultAt) }),
       oldAckedAfterNewWritable: oldAfter,
       writerLost: yield* missing(svc, final, `${key}:acked`, w.acks()),
