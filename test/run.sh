@@ -4,7 +4,7 @@
 #      suite's `ip` and `nft`) with apt-get when missing,
 #   2. runs `npm ci` when node_modules is missing or older than package-lock.json,
 #   3. builds (`npm run build`: the integration tests run the built dictator),
-#   4. runs every vitest project (unit, integration, chaos); its exit code is ours.
+#   4. runs every vitest project (unit, integration, chaos, partition); its exit code is ours.
 #
 #   bash test/run.sh                 set up, build, test
 #   bash test/run.sh --setup-only    steps 1 and 2 only (used by .ci/run and examples/demo.sh)
