@@ -307,7 +307,11 @@ const makeManaged = (spec: ProcessSpec): Managed => {
     Effect.sync(() => {
       if (run !== undefined && !run.done) {
         try {
-          run.child.kill(sig)
+          // In a namespace the process leads a group of its own: signal the whole group, so
+          // nothing it started outlives it.
+          const pid = run.child.pid
+          if (spec.netns !== undefined && pid !== undefined) process.kill(-pid, sig)
+          else run.child.kill(sig)
         } catch {
           // raced with exit
         }
