@@ -7,7 +7,7 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/integration/**", "test/chaos/**"]
+          exclude: ["test/integration/**", "test/chaos/**", "test/partition/**"]
         }
       },
       {
@@ -29,6 +29,17 @@ export default defineConfig({
           poolOptions: { forks: { singleFork: true } },
           testTimeout: 300_000,
           hookTimeout: 120_000
+        }
+      },
+      {
+        test: {
+          // Network partitions on Linux network namespaces (root, iproute2, nftables; issue 8).
+          name: "partition",
+          include: ["test/partition/**/*.test.ts"],
+          pool: "forks",
+          poolOptions: { forks: { singleFork: true } },
+          testTimeout: 300_000,
+          hookTimeout: 180_000
         }
       }
     ]

@@ -5,6 +5,7 @@
 #
 #   bash bench/run.sh                         every case, 5 rounds each (about 10 minutes)
 #   bash bench/run.sh --rounds 3 --cases dictator-handover,sentinel-redis-killed
+#   bash bench/run.sh --partition [--rounds N]  the partition comparison (bench/partition.ts; root)
 #   bash bench/run.sh --help
 #
 # Prints a table and writes bench/results/<date>.json.
@@ -15,5 +16,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash test/run.sh --setup-only
 printf '\n==> npm run build\n' >&2
 npm run build </dev/null
+if [ "${1:-}" = "--partition" ]; then
+  # Issue 8's scenario 1 on network namespaces (root, iproute2, nftables): bench/partition.ts.
+  shift
+  printf '\n==> node dist/bench/partition.js %s\n' "$*" >&2
+  exec node dist/bench/partition.js "$@"
+fi
 printf '\n==> node dist/bench/failover.js %s\n' "$*" >&2
 exec node dist/bench/failover.js "$@"

@@ -10,7 +10,7 @@ import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect, Option, type Scope } from "effect"
-import { type HarnessError, freePort, redisCommand, waitUntil } from "../test/support/servers.js"
+import { type HarnessError, type Placement, freePort, redisCommand, waitUntil } from "../test/support/servers.js"
 
 export interface SentinelOptions {
   readonly masterName: string
@@ -19,10 +19,17 @@ export interface SentinelOptions {
   readonly downAfterMs: number
   readonly failoverTimeoutMs: number
   readonly parallelSyncs: number
+  /** The master's address (default 127.0.0.1). */
+  readonly masterHost?: string
+  /**
+   * Run in this network namespace (`ip netns exec`), bound to its address, on port 26379
+   * (bench/partition.ts); default: a free port of 127.0.0.1.
+   */
+  readonly placement?: Placement
 }
 
 export interface SentinelProcess {
-  readonly host: "127.0.0.1"
+  readonly host: string
   readonly port: number
   readonly configPath: string
   readonly pid: () => number | undefined
@@ -63,11 +70,11 @@ const stopChild = (child: ChildProcess): Promise<void> =>
 export const sentinelConfig = (port: number, dir: string, o: SentinelOptions): string =>
   [
     `port ${port}`,
-    "bind 127.0.0.1",
+    `bind ${o.placement?.host ?? "127.0.0.1"}`,
     "protected-mode no",
     "daemonize no",
     `dir ${dir}`,
-    `sentinel monitor ${o.masterName} 127.0.0.1 ${o.masterPort} ${o.quorum}`,
+    `sentinel monitor ${o.masterName} ${o.masterHost ?? "127.0.0.1"} ${o.masterPort} ${o.quorum}`,
     `sentinel down-after-milliseconds ${o.masterName} ${o.downAfterMs}`,
     `sentinel failover-timeout ${o.masterName} ${o.failoverTimeoutMs}`,
     `sentinel parallel-syncs ${o.masterName} ${o.parallelSyncs}`,
@@ -78,7 +85,8 @@ export const sentinelConfig = (port: number, dir: string, o: SentinelOptions): s
 export const sentinelProcess = (o: SentinelOptions): Effect.Effect<SentinelProcess, HarnessError, Scope.Scope> =>
   Effect.gen(function* () {
     hookExit()
-    const port = yield* freePort
+    const port = o.placement === undefined ? yield* freePort : 26379
+    const host = o.placement?.host ?? "127.0.0.1"
     const dir = yield* Effect.acquireRelease(
       Effect.promise(async () => {
         const d = await fs.mkdtemp(path.join(os.tmpdir(), `bench-sentinel${port}-`))
@@ -95,10 +103,15 @@ export const sentinelProcess = (o: SentinelOptions): Effect.Effect<SentinelProce
     let out = ""
     const child = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        const c = spawn(process.env.REDIS_SENTINEL ?? "redis-sentinel", [configPath], {
-          cwd: dir,
-          stdio: ["ignore", "pipe", "pipe"]
-        })
+        const command = process.env.REDIS_SENTINEL ?? "redis-sentinel"
+        const c =
+          o.placement === undefined
+            ? spawn(command, [configPath], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] })
+            : spawn("ip", ["netns", "exec", o.placement.netns, command, configPath], {
+                cwd: dir,
+                stdio: ["ignore", "pipe", "pipe"],
+                detached: true
+              })
         const append = (d: string) => {
           out += d
           if (out.length > 1024 * 1024) out = out.slice(out.length - 512 * 1024)
@@ -121,12 +134,12 @@ export const sentinelProcess = (o: SentinelOptions): Effect.Effect<SentinelProce
       Effect.suspend(() =>
         child.exitCode !== null || child.signalCode !== null
           ? Effect.die(new Error(`redis-sentinel exited before it was ready:\n${out.slice(-2000)}`))
-          : redisCommand(port, ["PING"]).pipe(Effect.map((r) => (r === "PONG" ? Option.some(true) : Option.none())))
+          : redisCommand(port, ["PING"], host).pipe(Effect.map((r) => (r === "PONG" ? Option.some(true) : Option.none())))
       ),
       { timeout: "20 seconds", interval: "100 millis" }
     )
     return {
-      host: "127.0.0.1",
+      host,
       port,
       configPath,
       pid: () => (child.exitCode === null && child.signalCode === null ? child.pid : undefined),

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite on any machine, fresh or not (this is `npm test`):
-#   1. installs ZooKeeper, redis-server, redis-sentinel, haproxy (and systemd for systemd-analyze)
-#      with apt-get when missing,
+#   1. installs ZooKeeper, redis-server, redis-sentinel, haproxy (and systemd for systemd-analyze),
+#      iproute2 and nftables (the partition suite's `ip` and `nft`) with apt-get when missing,
 #   2. runs `npm ci` when node_modules is missing or older than package-lock.json,
 #   3. builds (`npm run build`: the integration tests run the built dictator),
-#   4. runs every vitest project (unit, integration, chaos); its exit code is ours.
+#   4. runs every vitest project (unit, integration, chaos, partition); its exit code is ours.
 #
 #   bash test/run.sh                 set up, build, test
 #   bash test/run.sh --setup-only    steps 1 and 2 only (used by .ci/run and examples/demo.sh)
@@ -54,6 +54,9 @@ missing_servers() {
   command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
   # test/examples.test.ts runs `systemd-analyze verify` on examples/dictator.service.
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  # The partition suite makes namespaces and cuts with `ip` and `nft`.
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -61,7 +64,7 @@ install_servers() {
   local missing
   missing="$(missing_servers)"
   if [ -z "$missing" ]; then
-    log "ZooKeeper, redis-server, redis-sentinel and haproxy are installed"
+    log "ZooKeeper, redis-server, redis-sentinel, haproxy, ip and nft are installed"
     return 0
   fi
   log "missing: $missing — installing with apt-get"
@@ -89,7 +92,7 @@ install_servers() {
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel haproxy ${extra[@]+"${extra[@]}"} </dev/null; then
+        zookeeper redis-server redis-sentinel haproxy iproute2 nftables ${extra[@]+"${extra[@]}"} </dev/null; then
       ok=1
       break
     fi

@@ -168,7 +168,7 @@ export const awaitNewMaster = (t: Topology, oldName: string, timeout: Duration.D
     Effect.gen(function* () {
       const m = yield* readMaster(t.zk.hosts, t.svc)
       if (Option.isNone(m) || m.value.name === oldName) return Option.none()
-      const ok = yield* redisCommand(m.value.port, ["SET", "chaos:new-master", "x"]).pipe(Effect.timeout("1 second"))
+      const ok = yield* redisCommand(m.value.port, ["SET", "chaos:new-master", "x"], m.value.host).pipe(Effect.timeout("1 second"))
       return ok === "OK" ? Option.some(m.value) : Option.none()
     }),
     { timeout, interval: "50 millis" }

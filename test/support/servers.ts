@@ -19,6 +19,10 @@
  * - `HARNESS_DETACH=1`: spawn children in their own process group, so a terminal's Ctrl-C reaches
  *   only this process, which then stops them in order (the demo sets it). Default: same group,
  *   so a Ctrl-C on vitest also reaches every server directly.
+ *
+ * Placement: ZooKeeper, Redis and the dictator can run inside a Linux network namespace
+ * (`ip netns exec NS …`, see test/support/netns.ts), bound to that namespace's address instead of
+ * 127.0.0.1. Without a placement everything stays on loopback as before.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, readFileSync, rmSync } from "node:fs"
@@ -36,6 +40,15 @@ import { connectionString } from "../../src/ZooKeeper.js"
 // ---------------------------------------------------------------------------------------------
 // Errors and small helpers
 // ---------------------------------------------------------------------------------------------
+
+/**
+ * Where a server runs: inside network namespace `netns` (spawned as `ip netns exec NETNS cmd …`),
+ * listening on `host` (an address of that namespace, reachable from this process).
+ */
+export interface Placement {
+  readonly netns: string
+  readonly host: string
+}
 
 export class HarnessError extends Data.TaggedError("HarnessError")<{ readonly message: string }> {}
 
@@ -180,6 +193,12 @@ interface ProcessSpec {
   readonly readyTimeout: Duration.DurationInput
   /** Shown when the command cannot be spawned at all (ENOENT …). */
   readonly hint: string
+  /**
+   * Run inside this network namespace. `ip netns exec` execs the command after setns, so the
+   * child's pid is the server's own and signals reach it directly; it gets a process group of its
+   * own, so a Ctrl-C on vitest does not race the test bed's orderly teardown.
+   */
+  readonly netns?: string
 }
 
 interface Managed {
@@ -212,11 +231,15 @@ const makeManaged = (spec: ProcessSpec): Managed => {
     if (runs > 1) append(`\n----- harness: restart #${runs - 1} -----\n`)
     let child: ChildProcess
     try {
-      child = spawn(spec.command, [...spec.args], {
+      const [command, args] =
+        spec.netns === undefined
+          ? [spec.command, [...spec.args]]
+          : ["ip", ["netns", "exec", spec.netns, spec.command, ...spec.args]]
+      child = spawn(command, args, {
         cwd: spec.cwd,
         env: spec.env ?? process.env,
         stdio: ["ignore", "pipe", "pipe"],
-        detached: process.env.HARNESS_DETACH === "1"
+        detached: spec.netns !== undefined || process.env.HARNESS_DETACH === "1"
       })
     } catch (e) {
       return Effect.fail(harnessError(`${spec.label}: cannot spawn ${spec.command}: ${errorText(e)}. ${spec.hint}`))
@@ -284,7 +307,11 @@ const makeManaged = (spec: ProcessSpec): Managed => {
     Effect.sync(() => {
       if (run !== undefined && !run.done) {
         try {
-          run.child.kill(sig)
+          // In a namespace the process leads a group of its own: signal the whole group, so
+          // nothing it started outlives it.
+          const pid = run.child.pid
+          if (spec.netns !== undefined && pid !== undefined) process.kill(-pid, sig)
+          else run.child.kill(sig)
         } catch {
           // raced with exit
         }
@@ -357,12 +384,17 @@ const launch = (m: Managed): Effect.Effect<void, HarnessError, Scope.Scope> =>
 // TCP helpers
 // ---------------------------------------------------------------------------------------------
 
-/** Sends `text` to 127.0.0.1:port and collects everything until the server closes (≤ 2 s). */
-const tcpExchange = (port: number, text: string, timeoutMs = 2000): Effect.Effect<string, HarnessError> =>
+/** Sends `text` to host:port (default 127.0.0.1) and collects everything until the server closes (≤ 2 s). */
+const tcpExchange = (
+  port: number,
+  text: string,
+  timeoutMs = 2000,
+  host = "127.0.0.1"
+): Effect.Effect<string, HarnessError> =>
   Effect.async<string, HarnessError>((resume) => {
     let data = ""
     let settled = false
-    const socket = net.createConnection({ host: "127.0.0.1", port })
+    const socket = net.createConnection({ host, port })
     const done = (r: Effect.Effect<string, HarnessError>) => {
       if (settled) return
       settled = true
@@ -370,13 +402,13 @@ const tcpExchange = (port: number, text: string, timeoutMs = 2000): Effect.Effec
       socket.destroy()
       resume(r)
     }
-    const timer = setTimeout(() => done(Effect.fail(harnessError(`no answer from 127.0.0.1:${port}`))), timeoutMs)
+    const timer = setTimeout(() => done(Effect.fail(harnessError(`no answer from ${host}:${port}`))), timeoutMs)
     socket.setEncoding("utf8")
     socket.on("connect", () => socket.write(text))
     socket.on("data", (d: string) => (data += d))
     socket.on("end", () => done(Effect.succeed(data)))
     socket.on("close", () => done(Effect.succeed(data)))
-    socket.on("error", (e) => done(Effect.fail(harnessError(`127.0.0.1:${port}: ${e.message}`))))
+    socket.on("error", (e) => done(Effect.fail(harnessError(`${host}:${port}: ${e.message}`))))
     return Effect.sync(() => {
       settled = true
       clearTimeout(timer)
@@ -391,7 +423,9 @@ const tcpExchange = (port: number, text: string, timeoutMs = 2000): Effect.Effec
 export interface ZkServer extends ManagedProcess {
   readonly id: number
   readonly clientPort: number
-  /** "127.0.0.1:port" */
+  /** The address it serves clients on: 127.0.0.1 unless placed in a network namespace. */
+  readonly host: string
+  /** "host:port" */
   readonly connectString: string
   /** From the `srvr` four-letter word; "down" when it does not answer or is not serving. */
   readonly mode: Effect.Effect<"leader" | "follower" | "standalone" | "down">
@@ -427,8 +461,8 @@ const LOGBACK = `<configuration>
 </configuration>
 `
 
-const zkMode = (clientPort: number): Effect.Effect<"leader" | "follower" | "standalone" | "down"> =>
-  tcpExchange(clientPort, "srvr").pipe(
+const zkMode = (clientPort: number, host = "127.0.0.1"): Effect.Effect<"leader" | "follower" | "standalone" | "down"> =>
+  tcpExchange(clientPort, "srvr", 2000, host).pipe(
     Effect.map((text) => {
       const m = /^Mode:\s*(\w+)/m.exec(text)
       const mode = m?.[1]
@@ -437,8 +471,8 @@ const zkMode = (clientPort: number): Effect.Effect<"leader" | "follower" | "stan
     Effect.orElseSucceed(() => "down" as const)
   )
 
-const zkRuok = (clientPort: number): Effect.Effect<boolean> =>
-  tcpExchange(clientPort, "ruok").pipe(
+const zkRuok = (clientPort: number, host = "127.0.0.1"): Effect.Effect<boolean> =>
+  tcpExchange(clientPort, "ruok", 2000, host).pipe(
     Effect.map((s) => s.trim() === "imok"),
     Effect.orElseSucceed(() => false)
   )
@@ -448,6 +482,9 @@ interface ZkPlan {
   readonly clientPort: number
   readonly peerPort: number
   readonly electionPort: number
+  /** Bound to this address (default 127.0.0.1), inside `netns` when given. */
+  readonly host?: string
+  readonly netns?: string
 }
 
 /** Writes the config of one server and returns its (not yet spawned) managed process. */
@@ -460,13 +497,14 @@ const prepareZk = (
     const classpath = zkClasspath()
     if (classpath.length === 0) return yield* Effect.fail(harnessError(`ZooKeeper jar not found. ${ZK_HINT}`))
     const dir = yield* tempDir(`zk${plan.id}`)
+    const host = plan.host ?? "127.0.0.1"
     const dataDir = path.join(dir, "data")
     yield* Effect.promise(() => fs.mkdir(dataDir, { recursive: true }))
     const lines = [
       `tickTime=${tickTime}`,
       `dataDir=${dataDir}`,
       `clientPort=${plan.clientPort}`,
-      "clientPortAddress=127.0.0.1",
+      `clientPortAddress=${host}`,
       "admin.enableServer=false",
       "4lw.commands.whitelist=*",
       "initLimit=5",
@@ -475,7 +513,7 @@ const prepareZk = (
       "autopurge.purgeInterval=0"
     ]
     if (all !== undefined) {
-      for (const p of all) lines.push(`server.${p.id}=127.0.0.1:${p.peerPort}:${p.electionPort}`)
+      for (const p of all) lines.push(`server.${p.id}=${p.host ?? "127.0.0.1"}:${p.peerPort}:${p.electionPort}`)
       yield* writeFile(path.join(dataDir, "myid"), `${plan.id}\n`)
     }
     const cfg = path.join(dir, "zoo.cfg")
@@ -486,6 +524,7 @@ const prepareZk = (
     yield* writeFile(logback, LOGBACK)
     const managed = makeManaged({
       label: `zookeeper#${plan.id}:${plan.clientPort}`,
+      ...(plan.netns === undefined ? {} : { netns: plan.netns }),
       command: process.env.JAVA ?? "java",
       args: [
         "-Xmx256m",
@@ -507,8 +546,8 @@ const prepareZk = (
       // earlier). An ensemble member is ready once it runs: it may have no quorum to join.
       ready:
         all === undefined
-          ? zkMode(plan.clientPort).pipe(Effect.map((m) => m === "standalone"))
-          : zkRuok(plan.clientPort),
+          ? zkMode(plan.clientPort, host).pipe(Effect.map((m) => m === "standalone"))
+          : zkRuok(plan.clientPort, host),
       readyTimeout: "60 seconds",
       hint: ZK_HINT
     })
@@ -516,8 +555,9 @@ const prepareZk = (
       ...managed.proc,
       id: plan.id,
       clientPort: plan.clientPort,
-      connectString: `127.0.0.1:${plan.clientPort}`,
-      mode: zkMode(plan.clientPort)
+      host,
+      connectString: `${host}:${plan.clientPort}`,
+      mode: zkMode(plan.clientPort, host)
     }
     return { server, managed }
   })
@@ -533,11 +573,13 @@ export const zooKeeper = (opts?: { readonly tickTime?: number }): Effect.Effect<
 
 /**
  * A ZooKeeper ensemble of `size` servers (default 3) on 127.0.0.1; resolves once every server is
- * serving as leader or follower, with exactly one leader.
+ * serving as leader or follower, with exactly one leader. With `placement` (one per server), each
+ * server runs in its own network namespace on its own address, on the standard ports 2181, 2888
+ * and 3888 (nothing else listens there).
  */
 export const zooKeeperEnsemble = (
   size = 3,
-  opts?: { readonly tickTime?: number }
+  opts?: { readonly tickTime?: number; readonly placement?: ReadonlyArray<Placement> }
 ): Effect.Effect<
   { readonly servers: ReadonlyArray<ZkServer>; readonly hosts: ReadonlyArray<string> },
   HarnessError,
@@ -545,9 +587,18 @@ export const zooKeeperEnsemble = (
 > =>
   Effect.gen(function* () {
     if (!Number.isInteger(size) || size < 1) return yield* Effect.fail(harnessError(`bad ensemble size ${size}`))
+    const placement = opts?.placement
+    if (placement !== undefined && placement.length !== size) {
+      return yield* Effect.fail(harnessError(`${placement.length} placements for an ensemble of ${size}`))
+    }
     const plans: Array<ZkPlan> = []
     for (let id = 1; id <= size; id++) {
-      plans.push({ id, clientPort: yield* freePort, peerPort: yield* freePort, electionPort: yield* freePort })
+      const at = placement?.[id - 1]
+      plans.push(
+        at === undefined
+          ? { id, clientPort: yield* freePort, peerPort: yield* freePort, electionPort: yield* freePort }
+          : { id, clientPort: 2181, peerPort: 2888, electionPort: 3888, host: at.host, netns: at.netns }
+      )
     }
     const prepared = yield* Effect.forEach(plans, (p) => prepareZk(p, size > 1 ? plans : undefined, opts?.tickTime ?? 2000))
     // Spawn all first (each registered for cleanup), then wait: the servers need each other.
@@ -575,7 +626,8 @@ export const zooKeeperEnsemble = (
 // ---------------------------------------------------------------------------------------------
 
 export interface RedisServer extends ManagedProcess {
-  readonly host: "127.0.0.1"
+  /** 127.0.0.1 unless placed in a network namespace. */
+  readonly host: string
   readonly port: number
   readonly dir: string
   /** One command over a short-lived connection; the reply as a string (arrays one item a line, nil as ""). */
@@ -633,7 +685,7 @@ export const redisCommand = (
           await client.connect()
           return replyText(await client.call(command, ...rest))
         },
-        catch: (e) => harnessError(`redis 127.0.0.1:${port} ${[command, ...rest].join(" ")}: ${errorText(e)}`)
+        catch: (e) => harnessError(`redis ${host}:${port} ${[command, ...rest].join(" ")}: ${errorText(e)}`)
       }),
     (client) => Effect.sync(() => client.disconnect())
   ).pipe(
@@ -648,25 +700,33 @@ const REDIS_HINT = "Is redis-server installed? Run `bash test/run.sh --setup-onl
 
 /**
  * `redis-server --port P --bind 127.0.0.1 --dir TMP --save "" --appendonly no --daemonize no …args`;
- * resolves once PING answers.
+ * resolves once PING answers. With `placement` it runs in that network namespace, bound to its
+ * address, on `port` (default: a free port of this process's loopback).
  */
 export const redisServer = (opts?: {
   readonly args?: ReadonlyArray<string>
+  readonly placement?: Placement
+  readonly port?: number
 }): Effect.Effect<RedisServer, HarnessError, Scope.Scope> =>
   Effect.gen(function* () {
-    const port = yield* freePort
+    const port = opts?.port ?? (yield* freePort)
+    const host = opts?.placement?.host ?? "127.0.0.1"
     const dir = yield* tempDir(`redis${port}`)
-    const cli = (...args: string[]) => redisCommand(port, args)
+    const cli = (...args: string[]) => redisCommand(port, args, host)
     const managed = makeManaged({
-      label: `redis:${port}`,
+      label: opts?.placement === undefined ? `redis:${port}` : `redis:${host}:${port}`,
+      ...(opts?.placement === undefined ? {} : { netns: opts.placement.netns }),
       command: process.env.REDIS_SERVER ?? "redis-server",
       args: [
         "--port", String(port),
-        "--bind", "127.0.0.1",
+        "--bind", host,
         "--dir", dir,
         "--save", "",
         "--appendonly", "no",
         "--daemonize", "no",
+        // Protected mode refuses every client not on loopback; in a namespace the clients (the
+        // dictator's peers, the tests) come over the bed's bridge, which has no uplink.
+        ...(opts?.placement === undefined ? [] : ["--protected-mode", "no"]),
         ...(opts?.args ?? [])
       ],
       cwd: dir,
@@ -678,7 +738,7 @@ export const redisServer = (opts?: {
       hint: REDIS_HINT
     })
     yield* launch(managed)
-    const server: RedisServer = { ...managed.proc, host: "127.0.0.1", port, dir, cli }
+    const server: RedisServer = { ...managed.proc, host, port, dir, cli }
     return server
   })
 
@@ -718,16 +778,17 @@ export const repoRoot = (): string => {
   }
 }
 
-/** One HTTP request to 127.0.0.1:port (≤ timeoutMs, default 5 s; no keep-alive). */
+/** One HTTP request to host:port (default 127.0.0.1; ≤ timeoutMs, default 5 s; no keep-alive). */
 export const httpRequest = (
   port: number,
   urlPath: string,
   method: "GET" | "POST" = "GET",
-  timeoutMs = 5000
+  timeoutMs = 5000,
+  host = "127.0.0.1"
 ): Effect.Effect<{ status: number; body: string }, HarnessError> =>
   Effect.async<{ status: number; body: string }, HarnessError>((resume) => {
     const req = http.request(
-      { host: "127.0.0.1", port, path: urlPath, method, agent: false, timeout: timeoutMs, headers: { connection: "close" } },
+      { host, port, path: urlPath, method, agent: false, timeout: timeoutMs, headers: { connection: "close" } },
       (res) => {
         let body = ""
         res.setEncoding("utf8")
@@ -755,6 +816,8 @@ export const dictator = (opts: {
   readonly extra?: Record<string, unknown>
   readonly node?: Record<string, unknown>
   readonly logLevel?: string
+  /** Run in this network namespace; the HTTP API and `node.host` use its address. */
+  readonly placement?: Placement
 }): Effect.Effect<DictatorProcess, HarnessError, Scope.Scope> =>
   Effect.gen(function* () {
     const main = process.env.DICTATOR_MAIN ?? path.join(repoRoot(), "dist", "src", "main.js")
@@ -762,17 +825,18 @@ export const dictator = (opts: {
       return yield* Effect.fail(harnessError(`${main} does not exist: run \`npm run build\` first`))
     }
     const httpPort = opts.httpPort ?? (yield* freePort)
+    const host = opts.placement?.host ?? "127.0.0.1"
     const dir = yield* tempDir(`node-${opts.name}`)
     const config = {
       svc_name: opts.svc,
       log_level: opts.logLevel ?? "INFO",
       http_port: httpPort,
-      http_host: "127.0.0.1",
+      http_host: host,
       zk_hosts: [...opts.zkHosts],
       ...opts.extra,
       node: {
         name: opts.name,
-        host: "127.0.0.1",
+        host,
         port: opts.redisPort,
         loading_timeout: 30,
         ...opts.node
@@ -780,17 +844,18 @@ export const dictator = (opts: {
     }
     const configPath = path.join(dir, "dictator.conf")
     yield* writeFile(configPath, JSON.stringify(config, null, 2) + "\n")
-    const httpCall = (p: string, method: "GET" | "POST" = "GET") => httpRequest(httpPort, p, method)
+    const httpCall = (p: string, method: "GET" | "POST" = "GET") => httpRequest(httpPort, p, method, 5000, host)
     const env = { ...process.env }
     // Do not hand vitest's or a debugger's loader flags to the child.
     delete env.NODE_OPTIONS
     const managed = makeManaged({
       label: `dictator:${opts.name}`,
+      ...(opts.placement === undefined ? {} : { netns: opts.placement.netns }),
       command: process.execPath,
       args: [main, `--config=${configPath}`],
       cwd: dir,
       env,
-      ready: httpRequest(httpPort, "/ping", "GET", 1000).pipe(
+      ready: httpRequest(httpPort, "/ping", "GET", 1000, host).pipe(
         Effect.map((r) => r.status === 200),
         Effect.orElseSucceed(() => false)
       ),
@@ -843,10 +908,10 @@ export const reopeningZkClient = (
     }
   })
 
-/** True when something accepts TCP connections on 127.0.0.1:port. */
-export const accepts = (port: number): Effect.Effect<boolean> =>
+/** True when something accepts TCP connections on host:port (default 127.0.0.1). */
+export const accepts = (port: number, host = "127.0.0.1"): Effect.Effect<boolean> =>
   Effect.async<boolean>((resume) => {
-    const socket = net.createConnection({ host: "127.0.0.1", port })
+    const socket = net.createConnection({ host, port })
     const done = (ok: boolean) => {
       socket.destroy()
       resume(Effect.succeed(ok))

@@ -643,7 +643,7 @@ export const converged = (t: Topology): Effect.Effect<Convergence, NotConverged>
     const infos = yield* Effect.forEach(
       running,
       (n) =>
-        redisCommand(n.redis.port, ["INFO", "replication"]).pipe(
+        redisCommand(n.redis.port, ["INFO", "replication"], n.redis.host).pipe(
           Effect.timeout("2 seconds"),
           Effect.mapError((e) => new NotConverged({ message: `${n.name}: INFO replication: ${errorText(e)}` })),
           Effect.map((text) => ({ node: n, text }))
@@ -672,7 +672,7 @@ export const converged = (t: Topology): Effect.Effect<Convergence, NotConverged>
     // up but holds the stream back until the replica's next REPLCONF ACK (up to a second later).
     // So every replica must hold the write just made.
     const info = (n: TopologyNode) =>
-      redisCommand(n.redis.port, ["INFO", "replication"]).pipe(
+      redisCommand(n.redis.port, ["INFO", "replication"], n.redis.host).pipe(
         Effect.timeout("2 seconds"),
         Effect.mapError((e) => new NotConverged({ message: `${n.name}: INFO replication: ${errorText(e)}` }))
       )
@@ -682,7 +682,7 @@ export const converged = (t: Topology): Effect.Effect<Convergence, NotConverged>
       const offset = Number(infoField(yield* info(i.node), "slave_repl_offset"))
       if (!(offset >= masterOffset)) {
         // A replica whose master link is blocked (CLIENT PAUSE WRITE blocks it too) counts it here.
-        const blocked = yield* redisCommand(i.node.redis.port, ["INFO", "clients"]).pipe(
+        const blocked = yield* redisCommand(i.node.redis.port, ["INFO", "clients"], i.node.redis.host).pipe(
           Effect.map((text) => infoField(text, "blocked_clients") ?? "?"),
           Effect.orElseSucceed(() => "?")
         )
