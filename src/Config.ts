@@ -112,6 +112,16 @@ export const DictatorConfigSchema = Schema.Struct({
     Schema.Int.pipe(Schema.between(1, 3600)).annotations({ message: () => msg("must be an integer number of seconds between 1 and 3600") }),
     { default: () => 2 }
   ),
+  /**
+   * Votes of the other members needed to depose a master whose Redis they cannot reach; by
+   * default a majority of the other members of the largest membership seen.
+   */
+  quorum: Schema.optionalWith(
+    Schema.NullOr(Schema.Int.pipe(Schema.between(1, 100))).annotations({
+      message: () => msg("must be an integer between 1 and 100, or null for a majority of the other members")
+    }),
+    { default: () => null }
+  ),
   node: Schema.optionalWith(
     NodeConfig,
     { default: () => Schema.decodeSync(NodeConfig)({}) }

@@ -27,7 +27,8 @@ const defaults: DictatorConfigData = {
   fence_after_ms: 1000,
   handover_timeout_ms: 3000,
   min_replicas_to_write: 1,
-  min_replicas_max_lag: 2
+  min_replicas_max_lag: 2,
+  quorum: null
 }
 
 const ok = (text: string, file = FILE): LoadedConfig => {
@@ -94,6 +95,7 @@ describe("parseConfig: valid files", () => {
       handover_timeout_ms: 60000,
       min_replicas_to_write: 0,
       min_replicas_max_lag: 3600,
+      quorum: 3,
       node: { name: "redis-1", host: "db1.example", port: 65535, loading_timeout: 0.5, priority: 0 }
     }
     expect(ok(JSON.stringify(all)).config).toEqual(all)

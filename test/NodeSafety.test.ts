@@ -7,7 +7,8 @@ import { Effect, TestClock } from "effect"
 import type { RedisAddress } from "../src/Redis.js"
 import { type Cluster, type ClusterNode, makeCluster, type NodeSpec, withTestSettings } from "./support/cluster.js"
 
-vi.setConfig({ testTimeout: 15_000 })
+// Under a second of real time each on a quiet machine; the margin is for a loaded 2-core one.
+vi.setConfig({ testTimeout: 30_000 })
 
 const spec = (i: number, extra: Omit<Partial<NodeSpec>, "name" | "host"> = {}): NodeSpec => ({ name: `n${i}`, host: `10.0.0.${i}`, ...extra })
 const bytes = (s: string) => new TextEncoder().encode(s)
@@ -165,6 +166,49 @@ describe("Node safety: the graceful handover never hands the data to a lagging r
         yield* c.stop(n1)
         expect((yield* c.world.inspect(n1.address)).paused).toBe(true)
         expect(c.logs.some((l) => l.node === "n1" && l.message.includes("rather than handing its data to a lagging replica"))).toBe(true)
+      })
+    ))
+})
+
+describe("Node safety: votes against a master do not flap", () => {
+  /** Epochs (czxid) of the master znode seen while the clock runs `ms`, in order, without repeats. */
+  const epochsDuring = (c: Cluster, ms: number) =>
+    Effect.gen(function* () {
+      const seen: Array<string> = []
+      for (let t = 0; t < ms; t += 50) {
+        yield* TestClock.adjust("50 millis")
+        const m = c.master()
+        if (m !== null && seen[seen.length - 1] !== m.czxid) seen.push(m.czxid)
+      }
+      return seen
+    })
+
+  it.scoped("one of three gone, the master's Redis unreachable from the one replica left: no failover (one view is not a quorum)", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, n2, n3] = yield* threeNodes(c)
+        yield* c.crash(n3)
+        yield* TestClock.adjust("1 second")
+        const epoch = c.master()!.czxid
+        yield* n2.cutRedis(n1.address)
+        expect(yield* epochsDuring(c, 10_000)).toEqual([epoch])
+        expect(c.masterName()).toBe("n1")
+      })
+    ))
+
+  it.scoped("a master voted down by both replicas is replaced once and is not elected back by its own view", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, n2, n3] = yield* threeNodes(c)
+        const epoch = c.master()!.czxid
+        yield* n2.cutRedis(n1.address)
+        yield* n3.cutRedis(n1.address)
+        const epochs = yield* epochsDuring(c, 10_000)
+        expect(epochs[0]).toBe(epoch)
+        expect(epochs.length).toBe(2)
+        expect(c.masterName()).not.toBe("n1")
       })
     ))
 })

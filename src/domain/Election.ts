@@ -73,14 +73,23 @@ export interface VoteCount {
   readonly carried: boolean
 }
 
+/**
+ * Votes needed to depose a master: the configured `quorum`, else a majority of the other members
+ * of the largest membership seen. Never of the members visible now: with one of three gone, one
+ * replica's view of the master (a cable, a firewall) would be enough to move it back and forth.
+ */
+export const quorumOf = (configured: number | null, largestMembership: number): number =>
+  configured ?? votesNeeded(Math.max(largestMembership - 1, 0))
+
 export const countVotes = (
   members: ReadonlyMap<string, MemberRecord>,
   masterName: string,
-  epoch: string
+  epoch: string,
+  quorum: number | null = null
 ): VoteCount => {
   const others = [...members.values()].filter((m) => m.name !== masterName)
   const voters = others.filter((m) => m.master_down === epoch).map((m) => m.name)
-  const needed = votesNeeded(others.length)
+  const needed = quorum ?? votesNeeded(others.length)
   return { votes: voters.length, needed, voters, carried: voters.length >= needed }
 }
 
@@ -88,8 +97,9 @@ export const countVotes = (
 /** The previous master when a majority of the others voted it down: no candidate, and not worth asking. */
 export const deposedMaster = (
   members: ReadonlyMap<string, MemberRecord>,
-  previous: { readonly name: string; readonly epoch: string } | null
-): string | null => (previous !== null && countVotes(members, previous.name, previous.epoch).carried ? previous.name : null)
+  previous: { readonly name: string; readonly epoch: string } | null,
+  quorum: number | null = null
+): string | null => (previous !== null && countVotes(members, previous.name, previous.epoch, quorum).carried ? previous.name : null)
 
 export type Candidacy =
   | { readonly _tag: "Excluded"; readonly why: string }

@@ -6,7 +6,7 @@
 import { Context, Effect, Either, Layer, Option } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { Event } from "../domain/Controller.js"
-import { type Candidate, candidacy, deposedMaster, rankCandidates } from "../domain/Election.js"
+import { type Candidate, candidacy, deposedMaster, quorumOf, rankCandidates } from "../domain/Election.js"
 import type { MemberRecord } from "../domain/Records.js"
 import { formatAddress, type RedisAddress } from "../Redis.js"
 import type { ZkBadVersion, ZkFailure, ZkNoNode } from "../ZooKeeper.js"
@@ -47,6 +47,8 @@ export const make = Effect.gen(function* () {
   const candidateOf = (m: MemberRecord, deposed: string | null): Effect.Effect<Candidate> =>
     Effect.gen(function* () {
       const base = { name: m.name, priority: m.priority, healthy: m.healthy }
+      // Voted down by the others: its own view of its Redis does not count (no flapping back).
+      if (m.name === deposed) return { ...base, reachable: false, offset: 0, syncInProgress: false }
       if (m.name === self.name) {
         // Fresh, like the peers' offsets: the last health check may be a whole interval old.
         const h = yield* local.health.get
@@ -59,7 +61,6 @@ export const make = Effect.gen(function* () {
           syncInProgress: Option.match(info, { onNone: () => false, onSome: (i) => i.syncInProgress })
         }
       }
-      if (m.name === deposed) return { ...base, reachable: false, offset: 0, syncInProgress: false }
       const info = yield* peers.use(m, (conn) => Effect.either(conn.replication))
       return Either.match(info, {
         onLeft: () => ({ ...base, reachable: false, offset: 0, syncInProgress: false }),
@@ -72,7 +73,8 @@ export const make = Effect.gen(function* () {
     if (!view.has(self.name)) view.set(self.name, yield* membership.record)
     const prev = yield* store.lastMaster
     // A master that a majority found unreachable is no candidate (and asking it would only time out).
-    const deposed = deposedMaster(view, prev === null ? null : { name: prev.record.name, epoch: prev.epoch })
+    const quorum = quorumOf(config.quorum, yield* store.largestMembership)
+    const deposed = deposedMaster(view, prev === null ? null : { name: prev.record.name, epoch: prev.epoch }, quorum)
     const candidates = yield* Effect.forEach(view.values(), (m) => candidateOf(m, deposed), { concurrency: "unbounded" })
     // A graceful handover that ended the previous master's epoch named its successor.
     const handover = Option.filter(

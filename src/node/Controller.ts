@@ -7,7 +7,7 @@
 import { Context, Duration, Effect, FiberHandle, Layer, LogLevel, Option, Queue, Stream, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { Action, type ControllerState, Event, initialState, type Settings, step } from "../domain/Controller.js"
-import { countVotes } from "../domain/Election.js"
+import { countVotes, quorumOf } from "../domain/Election.js"
 import type { MasterRecord } from "../domain/Records.js"
 import { formatAddress } from "../Redis.js"
 import { Campaign, type CampaignService } from "./Campaign.js"
@@ -170,7 +170,10 @@ export const make = Effect.gen(function* () {
         master,
         health: yield* local.health.get,
         opinion: yield* observer.opinion.get,
-        votes: master._tag === "Present" ? countVotes(members, master.record.name, master.epoch) : null
+        votes:
+          master._tag === "Present"
+            ? countVotes(members, master.record.name, master.epoch, quorumOf(config.quorum, yield* store.largestMembership))
+            : null
       })
     )
     // Ownership is read from the server at most once per pass, and only if an action needs it.

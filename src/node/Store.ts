@@ -38,6 +38,8 @@ export interface StoreService {
   /** The last master znode that was present: the previous master once it is gone. */
   readonly lastMaster: Effect.Effect<PresentMaster | null>
   readonly members: Subscribable.Subscribable<ReadonlyMap<string, MemberRecord>>
+  /** The most members seen at once since start: the service's size, for the votes' quorum. */
+  readonly largestMembership: Effect.Effect<number>
   /** Creates the service's persistent path, retrying with backoff until ZooKeeper answers. */
   readonly ensureService: Effect.Effect<void>
   /** Creates the master znode naming `record` and bumps the epoch, atomically; false when another exists. */
@@ -140,7 +142,9 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
         }
       })
     yield* supervised("members-watch")(Stream.runForEach(zk.watchChildren(paths.members), follow))
-    return members
+    const largest = yield* Ref.make(0)
+    yield* supervised("members-size")(Stream.runForEach(members.changes, (m) => Ref.update(largest, (n) => Math.max(n, m.size))))
+    return { members, largestMembership: Ref.get(largest) }
   })
 
 /**
@@ -238,13 +242,14 @@ export const make = Effect.gen(function* () {
   )
   yield* ensureService
   const { lastMaster, master } = yield* watchMaster(zk, paths)
-  const members = yield* watchMembers(zk, paths)
+  const { largestMembership, members } = yield* watchMembers(zk, paths)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
   return {
     session: zk.session,
     master,
     lastMaster: Ref.get(lastMaster),
     members,
+    largestMembership,
     ensureService,
     createMaster: createMaster(zk, paths),
     readMaster,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Candidate } from "../../src/domain/Election.js"
-import { countVotes, rankCandidates, votesNeeded } from "../../src/domain/Election.js"
+import { candidacy, countVotes, quorumOf, rankCandidates, votesNeeded } from "../../src/domain/Election.js"
 import type { MemberRecord } from "../../src/domain/Records.js"
 
 describe("rankCandidates", () => {
@@ -284,3 +284,38 @@ describe("votesNeeded / countVotes", () => {
 
 // ---------------------------------------------------------------------------------------------
 
+
+describe("quorumOf", () => {
+  it.each([
+    [null, 3, 2],
+    [null, 2, 1],
+    [null, 5, 3],
+    [null, 1, 1],
+    [1, 3, 1],
+    [3, 3, 3]
+  ])("quorum %j with a largest membership of %i: %i votes", (configured, largest, needed) => {
+    expect(quorumOf(configured, largest)).toBe(needed)
+  })
+})
+
+describe("candidacy", () => {
+  const c = (name: string, priority = 100, offset = 100): Candidate => ({ name, priority, offset, healthy: true, reachable: true, syncInProgress: false })
+  const ranking = rankCandidates([c("a", 1, 50), c("b", 100, 100), c("c", 100, 90)], null)
+  it("the best candidate stands at once, the next after one step each", () => {
+    expect(candidacy(ranking, "a", 150)).toMatchObject({ _tag: "Candidate", rank: 0, waitMs: 0, best: "a" })
+    expect(candidacy(ranking, "c", 150)).toMatchObject({ _tag: "Candidate", rank: 2, waitMs: 300 })
+  })
+  it("a replica named by a graceful handover stands first; the others wait the grace on top of their steps", () => {
+    const named = { name: "b", from: "m", graceMs: 3000 }
+    expect(candidacy(ranking, "b", 150, named)).toMatchObject({ rank: 0, waitMs: 0, reason: expect.stringContaining("named by m's graceful handover") })
+    expect(candidacy(ranking, "a", 150, named)).toMatchObject({ rank: 1, waitMs: 3150, best: "b" })
+  })
+  it("a named replica that is not eligible changes nothing", () => {
+    expect(candidacy(ranking, "a", 150, { name: "gone", from: "m", graceMs: 3000 })).toMatchObject({ rank: 0, waitMs: 0 })
+  })
+  it("not ranked: excluded with the reason", () => {
+    const r = rankCandidates([c("a"), { ...c("z"), healthy: false }], null)
+    expect(candidacy(r, "z", 150)).toEqual({ _tag: "Excluded", why: "unhealthy" })
+    expect(candidacy(r, "nobody", 150)).toEqual({ _tag: "Excluded", why: "not a member yet" })
+  })
+})

@@ -19,7 +19,7 @@ import { Context, Effect, Exit, Fiber, HashMap, Layer, Logger, LogLevel, Option,
 import { DictatorConfig } from "../../src/Config.js"
 import * as Node from "../../src/Node.js"
 import { servicePaths, type ServicePaths } from "../../src/Paths.js"
-import { formatAddress, Redis, type RedisAddress, type RedisConnection, type RedisService } from "../../src/Redis.js"
+import { formatAddress, Redis, type RedisAddress, type RedisConnection, type RedisService, RedisUnavailable } from "../../src/Redis.js"
 import { ZooKeeper, type ZooKeeperService } from "../../src/ZooKeeper.js"
 import { layer as redisLayer, RedisWorld, type ServerOptions } from "./InMemoryRedis.js"
 import { layerSession, ZkEnsemble } from "./InMemoryZooKeeper.js"
@@ -46,6 +46,8 @@ export interface ClusterNode {
   /** Server-side id of the node's current session. */
   readonly sessionId: () => string
   readonly state: () => "running" | "stopped" | "crashed"
+  /** This node's requests to the Redis at `to` are refused (or reach it again with `false`). */
+  readonly cutRedis: (to: RedisAddress, cut?: boolean) => Effect.Effect<void>
 }
 
 export interface LogLine {
@@ -136,19 +138,33 @@ export const defaultConfig: Readonly<Record<string, unknown>> = {
 const hangs = <A, E>(dead: () => boolean, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
   Effect.suspend(() => (dead() ? Effect.never : effect))
 
-/** A Redis service whose connections stop answering (forever) once the node has crashed. */
-const mortal = (service: RedisService, dead: () => boolean): RedisService => ({
+/**
+ * A Redis service whose connections stop answering (forever) once the node has crashed, and
+ * whose requests to an address in `cut` are refused (a firewall between this node and that Redis).
+ */
+const mortal = (service: RedisService, dead: () => boolean, cut: ReadonlySet<string>): RedisService => ({
   connect: (address, timeout) =>
-    Effect.map(service.connect(address, timeout), (c): RedisConnection => ({
-      address: c.address,
-      ping: hangs(dead, c.ping),
-      replication: hangs(dead, c.replication),
-      replicaOf: (target) => hangs(dead, c.replicaOf(target)),
-      pauseWrites: (duration) => hangs(dead, c.pauseWrites(duration)),
-      unpause: hangs(dead, c.unpause),
-      configSet: (key, value) => hangs(dead, c.configSet(key, value)),
-      closed: hangs(dead, c.closed)
-    }))
+    Effect.map(service.connect(address, timeout), (c): RedisConnection => {
+      const reach = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | RedisUnavailable> =>
+        hangs(
+          dead,
+          Effect.suspend((): Effect.Effect<A, E | RedisUnavailable> =>
+            cut.has(formatAddress(address))
+              ? Effect.fail(new RedisUnavailable({ address: formatAddress(address), reason: "refused", detail: "connect ECONNREFUSED (cut by the test)" }))
+              : effect
+          )
+        )
+      return {
+        address: c.address,
+        ping: reach(c.ping),
+        replication: reach(c.replication),
+        replicaOf: (target) => reach(c.replicaOf(target)),
+        pauseWrites: (duration) => reach(c.pauseWrites(duration)),
+        unpause: reach(c.unpause),
+        configSet: (key, value) => reach(c.configSet(key, value)),
+        closed: hangs(dead, c.closed)
+      }
+    })
 })
 
 const text = (message: unknown): string =>
@@ -200,7 +216,8 @@ export const makeCluster = (options: { readonly svc?: string; readonly config?: 
         const zk = Context.get(zkContext, ZooKeeper)
         let state: "running" | "stopped" | "crashed" = "running"
         const dead = () => state === "crashed"
-        const redis = Layer.map(redisLayer(world), (ctx) => Context.make(Redis, mortal(Context.get(ctx, Redis), dead)))
+        const cut = new Set<string>()
+        const redis = Layer.map(redisLayer(world), (ctx) => Context.make(Redis, mortal(Context.get(ctx, Redis), dead, cut)))
         const config = DictatorConfig.fromObject({
           ...defaultConfig,
           ...options.config,
@@ -227,7 +244,8 @@ export const makeCluster = (options: { readonly svc?: string; readonly config?: 
           scope,
           api,
           sessionId: () => ensemble.sessionIdOf(zk),
-          state: () => state
+          state: () => state,
+          cutRedis: (to, isCut = true) => Effect.sync(() => void (isCut ? cut.add(formatAddress(to)) : cut.delete(formatAddress(to))))
         }
         setState.set(node, (s) => void (state = s))
         nodes.push(node)
