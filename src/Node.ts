@@ -309,7 +309,8 @@ export const make = Effect.gen(function* () {
       offset: info?.offset ?? 0,
       link_up: info?.linkUp ?? false,
       master_down: yield* SubscriptionRef.get(opinion),
-      version: VERSION
+      version: VERSION,
+      sentinel: config.sentinel_port === undefined ? null : `${config.node.host}:${config.sentinel_port}`
     } satisfies MemberRecord
   })
 

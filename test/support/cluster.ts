@@ -147,6 +147,7 @@ const mortal = (service: RedisService, dead: () => boolean): RedisService => ({
       pauseWrites: (duration) => hangs(dead, c.pauseWrites(duration)),
       unpause: hangs(dead, c.unpause),
       configSet: (key, value) => hangs(dead, c.configSet(key, value)),
+      killClients: hangs(dead, c.killClients),
       closed: hangs(dead, c.closed)
     }))
 })
