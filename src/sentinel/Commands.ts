@@ -45,6 +45,9 @@ export interface Context {
   readonly service: string
   readonly password: string | null
   readonly records: RecordOptions
+  /** For INFO. */
+  readonly port: number
+  readonly connectedClients: number
 }
 
 export interface Outcome {
@@ -203,6 +206,32 @@ const sentinel = (ctx: Context, args: ReadonlyArray<string>): Outcome => {
 }
 
 
+/**
+ * INFO as Sentinel answers it (sections server, clients, sentinel): clients that run a ready
+ * check (ioredis by default) send INFO before anything else and drop the connection on an error.
+ */
+const info = (ctx: Context, args: ReadonlyArray<string>): Outcome => {
+  const wanted = new Set(args.slice(1).map((a) => a.toLowerCase()))
+  const all = wanted.size === 0 || wanted.has("all") || wanted.has("default") || wanted.has("everything")
+  const sections: Array<string> = []
+  if (all || wanted.has("server")) {
+    sections.push(
+      ["# Server", `redis_version:${SERVER_VERSION}`, "redis_mode:sentinel", `process_id:${process.pid}`, `tcp_port:${ctx.port}`, `uptime_in_seconds:${Math.floor(process.uptime())}`].join("\r\n")
+    )
+  }
+  if (all || wanted.has("clients")) sections.push(["# Clients", `connected_clients:${ctx.connectedClients}`].join("\r\n"))
+  if (all || wanted.has("sentinel")) {
+    const v = ctx.view
+    const lines = ["# Sentinel", `sentinel_masters:${v?.master ? 1 : 0}`, "sentinel_tilt:0", "sentinel_running_scripts:0", "sentinel_scripts_queue_length:0", "sentinel_simulate_failure_flags:0"]
+    if (v?.master) {
+      const status = v.masterOdown || v.stale ? "odown" : v.masterSdown ? "sdown" : "ok"
+      lines.push(`master0:name=${v.service},status=${status},address=${v.master.host}:${v.master.port},slaves=${replicas(v).length},sentinels=${sentinels(v).length + 1}`)
+    }
+    sections.push(lines.join("\r\n"))
+  }
+  return reply(P.bulk(sections.length === 0 ? "" : `${sections.join("\r\n\r\n")}\r\n`))
+}
+
 /** The confirmation of one (un)subscription: `[kind, channel, count]`, a push in RESP3. */
 const confirmation = (c: ClientState, kind: string, channel: string | null) =>
   P.push([P.bulk(kind), channel === null ? P.nullBulk : P.bulk(channel), P.integer(subscriptionCount(c))])
@@ -268,6 +297,8 @@ export const execute = (c: ClientState, ctx: Context, args: ReadonlyArray<string
       return unsubscribe(c, args, false)
     case "PUNSUBSCRIBE":
       return unsubscribe(c, args, true)
+    case "INFO":
+      return info(ctx, args)
     case "ROLE":
       if (args.length !== 1) return reply(wrongArity("role"))
       return reply(P.array([P.bulk("sentinel"), P.array([P.bulk(ctx.service)])]))

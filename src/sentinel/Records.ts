@@ -172,9 +172,17 @@ export const fromStatus = (status: StatusInput, previous: DiscoveryView | null, 
 // ---------------------------------------------------------------------------------------------
 // What the endpoint answers
 
-/** The master to hand out: none while it is lost, unknown, or this dictator cannot vouch for it. */
+/**
+ * The master to hand out (`get-master-addr-by-name`): the current one, or the last one while it is
+ * lost and not yet replaced, as Sentinel does — its records carry `s_down,o_down` for the clients
+ * that read flags, and the others fail to connect and ask again. Nothing when none is known or
+ * when this dictator is cut off from ZooKeeper: it cannot vouch for any master, and the client
+ * asks another sentinel. (Answering nothing while a master is merely lost would be worse:
+ * ioredis's failoverDetector, firing while ioredis loops over sentinels that answer nothing,
+ * makes that ioredis client give up for good.)
+ */
 export const handOut = (v: DiscoveryView | null): Address | null =>
-  v !== null && v.master !== null && v.masterPresent && !v.masterOdown && !v.stale ? { host: v.master.host, port: v.master.port } : null
+  v !== null && v.master !== null && !v.stale ? { host: v.master.host, port: v.master.port } : null
 
 const sameAddress = (a: Address, b: Address) => a.port === b.port && a.host === b.host
 

@@ -78,11 +78,14 @@ export const listen = (options: SentinelOptions): Effect.Effect<Endpoint, Sentin
     const connections = new Set<Connection>()
     let view: DiscoveryView | null = null
     let nextId = 1
+    let boundPort = options.port
     const context = (): CommandContext => ({
       view,
       service: options.service,
       password: options.password,
-      records: { downAfterMs: options.downAfterMs }
+      records: { downAfterMs: options.downAfterMs },
+      port: boundPort,
+      connectedClients: connections.size
     })
 
     const send = (conn: Connection, replies: ReadonlyArray<P.Reply>) => {
@@ -164,6 +167,7 @@ export const listen = (options: SentinelOptions): Effect.Effect<Endpoint, Sentin
     )
     const address = server.address()
     const port = typeof address === "object" && address !== null ? address.port : options.port
+    boundPort = port
     yield* Effect.logInfo(`sentinel endpoint listening on ${options.host}:${port}`)
 
     return {

@@ -61,11 +61,11 @@ describe("fromStatus and the records", () => {
     expect(s["name"]).toBe(s["runid"])
   })
 
-  it("a master a majority voted down is s_down,o_down and not handed out", () => {
+  it("a master a majority voted down is s_down,o_down, and still handed out until replaced (as Sentinel)", () => {
     const members = [member(1, { role: "master" }), member(2, { master_down: "4294967296" }), member(3, { master_down: "4294967296" })]
     const v = view(status({ self: 2, members }))
     expect(masterFlags(v)).toBe("master,s_down,o_down")
-    expect(handOut(v)).toBeNull()
+    expect(handOut(v)).toEqual({ host: "127.0.0.1", port: 7001 })
   })
 
   it("one vote (this node's) is s_down only: still handed out", () => {
@@ -83,12 +83,12 @@ describe("fromStatus and the records", () => {
     expect(masterFlags(v)).toBe("master,s_down")
   })
 
-  it("a master znode gone: the last master is kept, s_down,o_down, not handed out", () => {
+  it("a master znode gone: the last master is kept and handed out, flagged s_down,o_down", () => {
     const before = view(status({}))
     const v = view(status({ master: null }), before)
     expect(v.master).toMatchObject({ host: "127.0.0.1", port: 7001 })
     expect(masterFlags(v)).toBe("master,s_down,o_down")
-    expect(handOut(v)).toBeNull()
+    expect(handOut(v)).toEqual({ host: "127.0.0.1", port: 7001 })
   })
 
   it("a session lost past staleAfterMs hands out nothing and flags the master down; a short blip does not", () => {

@@ -77,7 +77,13 @@ describe("sentinel endpoint: RESP2", () => {
       expect(await c.call("SENTINEL", "masters", "x")).toEqual(err("ERR wrong number of arguments for 'sentinel|masters' command"))
       expect(await c.call("ROLE")).toEqual(["sentinel", ["svc"]])
       expect(await c.call("GET", "k", "v")).toEqual(err("ERR unknown command 'GET', with args beginning with: 'k' 'v' "))
-      expect(await c.call("INFO")).toEqual(err("ERR unknown command 'INFO', with args beginning with: "))
+      expect(await c.call("FOO")).toEqual(err("ERR unknown command 'FOO', with args beginning with: "))
+      const info = (await c.call("INFO")) as string
+      expect(info).toContain("redis_mode:sentinel\r\n")
+      expect(info).toContain(`tcp_port:${endpoint.port}\r\n`)
+      expect(info).toContain("connected_clients:1\r\n")
+      expect(info).toContain("master0:name=svc,status=ok,address=127.0.0.1:7001,slaves=2,sentinels=3\r\n")
+      expect(await c.call("INFO", "clients")).toBe("# Clients\r\nconnected_clients:1\r\n")
       expect(await c.call("QUIT")).toEqual({ simple: "OK" })
       expect(await c.waitClosed()).toBe(true)
     }))
@@ -98,11 +104,16 @@ describe("sentinel endpoint: RESP2", () => {
       expect(await c.call("SENTINEL", "sentinels", "svc")).toEqual(err("ERR No such master with that name"))
     }))
 
-  it("a lost master is flagged s_down,o_down and not handed out", () =>
+  it("a lost master is flagged s_down,o_down; a dictator cut off from ZooKeeper hands out no master", () =>
     withEndpoint({}, async (endpoint, client) => {
       const lost = fromStatus(status({ master: null }), healthy(), { now: 0, staleAfterMs: 1000 })
       await Effect.runPromise(endpoint.update(lost, []))
       const c = await client()
+      expect(await c.call("SENTINEL", "get-master-addr-by-name", "svc")).toEqual(["127.0.0.1", "7001"])
+      expect(asRecord(await c.call("SENTINEL", "master", "svc"))["flags"]).toBe("master,s_down,o_down")
+      expect(await c.call("INFO", "sentinel")).toContain("master0:name=svc,status=odown,")
+      const cutOff = fromStatus(status({ session: { status: "disconnected", since: 0 } }), healthy(), { now: 5000, staleAfterMs: 1000 })
+      await Effect.runPromise(endpoint.update(cutOff, []))
       expect(await c.call("SENTINEL", "get-master-addr-by-name", "svc")).toEqual({ null: "array" })
       expect(asRecord(await c.call("SENTINEL", "master", "svc"))["flags"]).toBe("master,s_down,o_down")
     }))
