@@ -315,7 +315,11 @@ describe("Sentinel-compatible endpoint with real clients", () => {
             if (measureAfterFault) {
               // From the moment the old master is demoted: a write started since can only succeed on the new one.
               faultAt = Date.now()
-              for (const { w } of writers) w.state.killedAt = faultAt
+              for (const { w } of writers) {
+                w.state.killedAt = faultAt
+                w.state.firstAfterKill = null
+                w.state.acked.length = 0
+              }
             }
             const others = nodes.filter((n) => n !== master)
             const next = yield* until(
