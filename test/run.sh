@@ -49,6 +49,8 @@ missing_servers() {
   command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   zookeeper_present || missing+=(zookeeper)
   command -v java >/dev/null 2>&1 || missing+=(java)
+  # redis-py, for the Sentinel-compatible endpoint's client test (Debian's python3).
+  /usr/bin/python3 -c "import redis" >/dev/null 2>&1 || missing+=(python3-redis)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -78,7 +80,7 @@ install_servers() {
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel </dev/null; then
+        zookeeper redis-server redis-sentinel python3-redis </dev/null; then
       ok=1
       break
     fi

@@ -387,6 +387,38 @@ describe("Sentinel-compatible endpoint with real clients", () => {
           { name: "node-redis createSentinel", label: "noderedis1", set: (k, v) => nodeRedis.set(k, v) }
         ])
 
+        // redis-py (Debian's python3-redis, installed by test/run.sh): SENTINEL MASTERS, flags,
+        // num-other-sentinels, then a write through master_for.
+        const py = yield* Effect.async<{ code: number | null; out: string }>((resume) => {
+          const script = [
+            "import sys",
+            "from redis.sentinel import Sentinel",
+            "s = Sentinel([('127.0.0.1', int(p)) for p in sys.argv[2:]], socket_timeout=2)",
+            "host, port = s.discover_master(sys.argv[1])",
+            "s.master_for(sys.argv[1], socket_timeout=2).set('redis-py', 'ok')",
+            "print(host, port, len(s.discover_slaves(sys.argv[1])))"
+          ].join("\n")
+          const child = spawn(process.env.REDIS_PY_PYTHON ?? "/usr/bin/python3", ["-c", script, SVC, ...nodes.map((n) => String(n.sentinelPort))], {
+            stdio: ["ignore", "pipe", "pipe"]
+          })
+          let out = ""
+          child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d))
+          child.stderr.setEncoding("utf8").on("data", (d: string) => (out += d))
+          const timer = setTimeout(() => child.kill("SIGKILL"), 20_000)
+          child.on("error", (e) => {
+            clearTimeout(timer)
+            resume(Effect.succeed({ code: -1, out: `${e.message} (install python3-redis: bash test/run.sh --setup-only)` }))
+          })
+          child.on("close", (code) => {
+            clearTimeout(timer)
+            resume(Effect.succeed({ code, out }))
+          })
+          return Effect.sync(() => child.kill("SIGKILL"))
+        })
+        expect(py.out.trim()).toBe(`127.0.0.1 ${second.redis.port} 1`)
+        expect(py.code).toBe(0)
+        expect(yield* second.redis.cli("GET", "redis-py")).toBe("ok")
+
         // The killed Redis comes back; its dictator makes it a replica of the new master.
         yield* first.redis.start
         yield* until("the restarted Redis replicating again", converged(nodes, 2), "40 seconds", "200 millis")
