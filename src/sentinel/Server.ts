@@ -10,7 +10,7 @@
  * does not read its replies or messages is closed past `maxOutputBytes` of pending output.
  */
 import * as net from "node:net"
-import { Clock, Data, Duration, Effect, Layer, Schedule, type Scope } from "effect"
+import { Cause, Clock, Context, Data, Duration, Effect, Fiber, Layer, Option, Ref, Schedule, type Scope } from "effect"
 import { DictatorNode, type DictatorNodeService } from "../Node.js"
 import { type ClientState, type Context as CommandContext, deliveries, execute, newClient, subscriptionCount } from "./Commands.js"
 import { diff, type SentinelEvent } from "./Events.js"
@@ -183,8 +183,8 @@ export const listen = (options: SentinelOptions): Effect.Effect<Endpoint, Sentin
     } satisfies Endpoint
   })
 
-/** Every check interval: the node's status into a view, published with the events since the last one. */
-export const follow = (endpoint: Endpoint, node: DictatorNodeService, options: SentinelOptions) =>
+/** Every check interval: the node's status into a view, published with the events since the last one. Runs until interrupted. */
+export const followLoop = (endpoint: Endpoint, node: DictatorNodeService, options: SentinelOptions): Effect.Effect<void> =>
   Effect.gen(function* () {
     let previous: DiscoveryView | null = null
     const tick = Effect.gen(function* () {
@@ -196,21 +196,35 @@ export const follow = (endpoint: Endpoint, node: DictatorNodeService, options: S
       yield* endpoint.update(view, events)
       for (const e of events) yield* Effect.logInfo(`sentinel event ${e.channel} ${e.payload}`)
     })
-    yield* tick.pipe(
-      Effect.repeat(Schedule.spaced(Duration.millis(options.checkIntervalMs))),
-      Effect.catchAllCause((cause) => Effect.logError("sentinel view loop stopped", cause)),
-      Effect.annotateLogs({ loop: "sentinel-view" }),
-      Effect.forkScoped
-    )
-  })
+    yield* tick.pipe(Effect.repeat(Schedule.spaced(Duration.millis(options.checkIntervalMs))))
+  }).pipe(
+    Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("sentinel view loop stopped", cause))),
+    Effect.annotateLogs({ loop: "sentinel-view" })
+  )
+
+/** `followLoop` in a fiber of the current scope. */
+export const follow = (endpoint: Endpoint, node: DictatorNodeService, options: SentinelOptions) =>
+  Effect.forkScoped(followLoop(endpoint, node, options))
 
 /**
  * Listens first (a taken port stops the program before it joins the election), then builds
  * `node` and follows it. The layer still provides the node, so the HTTP API can be built on it.
+ * The loop is stopped only after the node's own finalizers (a shutdown's handover) ran, so the
+ * endpoint keeps answering and publishing through a graceful handover.
  */
 export const layer = <E, R>(options: SentinelOptions, node: Layer.Layer<DictatorNode, E, R>) =>
   Layer.unwrapScoped(
-    Effect.map(listen(options), (endpoint) =>
-      Layer.provideMerge(Layer.scopedDiscard(Effect.flatMap(DictatorNode, (n) => follow(endpoint, n, options))), node)
-    )
+    Effect.gen(function* () {
+      const endpoint = yield* listen(options)
+      const loop = yield* Ref.make<Option.Option<Fiber.RuntimeFiber<void>>>(Option.none())
+      // Registered before the node is built, so it runs after the node's finalizers.
+      yield* Effect.addFinalizer(() =>
+        Effect.flatMap(Ref.get(loop), (f) => (Option.isSome(f) ? Fiber.interrupt(f.value) : Effect.void))
+      )
+      return Layer.tap(node, (context) =>
+        Effect.flatMap(Effect.forkDaemon(followLoop(endpoint, Context.get(context, DictatorNode), options)), (f) =>
+          Ref.set(loop, Option.some(f))
+        )
+      )
+    })
   )
