@@ -122,6 +122,12 @@ export const DictatorConfigSchema = Schema.Struct({
     }),
     { default: () => null }
   ),
+  /** Port of the Sentinel-compatible discovery endpoint (RESP); none unless set. */
+  sentinel_port: Schema.optional(Port),
+  /** Address it listens on; http_host when unset. */
+  sentinel_host: Schema.optional(NonEmptyTrimmed),
+  /** A file holding the password clients must AUTH with (the first line); no AUTH unless set. */
+  sentinel_password_file: Schema.optional(NonEmptyTrimmed),
   node: Schema.optionalWith(
     NodeConfig,
     { default: () => Schema.decodeSync(NodeConfig)({}) }

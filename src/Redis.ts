@@ -89,6 +89,12 @@ export interface RedisConnection {
   readonly pauseWrites: (duration: Duration.DurationInput) => Effect.Effect<void, RedisFailure>
   readonly unpause: Effect.Effect<void, RedisFailure>
   readonly configSet: (key: string, value: string) => Effect.Effect<void, RedisFailure>
+  /**
+   * Closes the server's normal and pub/sub client connections (not this one, not replication
+   * links), as Sentinel does on a role change: clients that only rediscover the master when
+   * their connection drops do so at once. The number of connections closed.
+   */
+  readonly killClients: Effect.Effect<number, RedisFailure>
   /** Completes when the server next drops the connection: a process that dies is seen at once. */
   readonly closed: Effect.Effect<void>
 }
@@ -256,6 +262,11 @@ export const make: RedisService = {
           ).pipe(Effect.asVoid),
         unpause: run("CLIENT UNPAUSE", (c) => c.call("CLIENT", "UNPAUSE")).pipe(Effect.asVoid),
         configSet: (key, value) => run(`CONFIG SET ${key}`, (c) => c.call("CONFIG", "SET", key, value)).pipe(Effect.asVoid),
+        killClients: Effect.zipWith(
+          run("CLIENT KILL TYPE normal", (c) => c.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")),
+          run("CLIENT KILL TYPE pubsub", (c) => c.call("CLIENT", "KILL", "TYPE", "pubsub", "SKIPME", "yes")),
+          (a, b) => Number(a) + Number(b)
+        ),
         closed: Effect.async<void>((resume) => {
           const onClose = () => resume(Effect.void)
           client.once("close", onClose)

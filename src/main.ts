@@ -12,6 +12,7 @@ import * as Http from "./Http.js"
 import * as Log from "./Log.js"
 import * as Node from "./Node.js"
 import * as Redis from "./Redis.js"
+import * as Sentinel from "./sentinel/Server.js"
 import { VERSION } from "./Version.js"
 import * as ZooKeeper from "./ZooKeeper.js"
 
@@ -53,10 +54,42 @@ const node = Node.layer.pipe(
   Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, Redis.layer))
 )
 
+/** The first line of sentinel_password_file: the password never sits in the JSON file. */
+const readSentinelPassword = (file: string): string => {
+  let content = ""
+  try {
+    content = readFileSync(file, "utf8")
+  } catch (e) {
+    fail(`cannot read sentinel_password_file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; point it at a readable file holding the password`)
+  }
+  const password = content.split(/\r?\n/)[0] ?? ""
+  if (password === "") fail(`sentinel_password_file ${file} is empty: write the password on its first line`)
+  return password
+}
+
+const sentinelHost = config.sentinel_host ?? config.http_host
+const withSentinel =
+  config.sentinel_port === undefined
+    ? node
+    : Sentinel.layer(
+        {
+          host: sentinelHost,
+          port: config.sentinel_port,
+          password: config.sentinel_password_file === undefined ? null : readSentinelPassword(config.sentinel_password_file),
+          service: config.svc_name,
+          checkIntervalMs: config.check_interval_ms,
+          downAfterMs: config.down_after_ms,
+          // As long as a master waits before fencing itself: past it, nothing this node knows is vouched for.
+          staleAfterMs: config.fence_after_ms
+        },
+        node
+      )
+
 const program = Effect.gen(function* () {
   for (const w of warnings) yield* Effect.logWarning(w)
-  return yield* Layer.launch(Http.layer({ host: config.http_host, port: config.http_port }, node))
+  return yield* Layer.launch(Http.layer({ host: config.http_host, port: config.http_port }, withSentinel))
 }).pipe(
+  Effect.tapErrorTag("SentinelServeError", (e) => Effect.logFatal(e.message)),
   Effect.tapErrorTag("ServeError", (e) =>
     Effect.logFatal(`cannot serve HTTP on ${config.http_host}:${config.http_port} (${String(e.cause)}); free the port or change http_port`)
   ),

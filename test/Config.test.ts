@@ -130,6 +130,16 @@ describe("parseConfig: valid files", () => {
     ])
   })
 
+  it("the discovery endpoint is off unless sentinel_port is set; its keys are kept as given", () => {
+    const off = ok(`{}`)
+    expect(off.config.sentinel_port).toBeUndefined()
+    expect(off.config.sentinel_host).toBeUndefined()
+    expect(off.config.sentinel_password_file).toBeUndefined()
+    const on = ok(`{"sentinel_port": 26379, "sentinel_host": "10.0.0.1", "sentinel_password_file": "/run/secrets/sentinel"}`)
+    expect(on.config).toMatchObject({ sentinel_port: 26379, sentinel_host: "10.0.0.1", sentinel_password_file: "/run/secrets/sentinel" })
+    expect(on.warnings).toEqual([])
+  })
+
   it("accepts check_timeout_ms equal to down_after_ms", () => {
     expect(ok(`{"check_timeout_ms": 500, "down_after_ms": 500}`).config).toMatchObject({
       check_timeout_ms: 500,
@@ -207,6 +217,18 @@ describe("parseConfig: bad values", () => {
       name: "check_timeout_ms > down_after_ms",
       text: `{"check_timeout_ms": 2000, "down_after_ms": 1000}`,
       detail: `key "check_timeout_ms" = 2000: must not exceed down_after_ms (1000)`
+    },
+    { name: "sentinel_port 0", text: `{"sentinel_port": 0}`, detail: `key "sentinel_port" = 0: ${PORT}` },
+    { name: `sentinel_port "26379"`, text: `{"sentinel_port": "26379"}`, detail: `key "sentinel_port" = "26379": ${PORT}` },
+    {
+      name: "sentinel_host empty",
+      text: `{"sentinel_host": ""}`,
+      detail: `key "sentinel_host" = "": must be a non-empty string without surrounding spaces`
+    },
+    {
+      name: "sentinel_password_file a number",
+      text: `{"sentinel_password_file": 5}`,
+      detail: `key "sentinel_password_file" = 5: must be a non-empty string without surrounding spaces`
     },
     {
       name: "check_timeout_ms > default down_after_ms",

@@ -57,6 +57,8 @@ missing_servers() {
   # The partition suite makes namespaces and cuts with `ip` and `nft`.
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  # redis-py, for the Sentinel-compatible endpoint's client test (Debian's python3).
+  /usr/bin/python3 -c "import redis" >/dev/null 2>&1 || missing+=(python3-redis)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -92,7 +94,7 @@ install_servers() {
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel haproxy iproute2 nftables ${extra[@]+"${extra[@]}"} </dev/null; then
+        zookeeper redis-server redis-sentinel haproxy iproute2 nftables python3-redis ${extra[@]+"${extra[@]}"} </dev/null; then
       ok=1
       break
     fi

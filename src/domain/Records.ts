@@ -96,7 +96,9 @@ export const MemberRecordJson = Schema.Struct({
   link_up: Schema.Boolean,
   /** Epoch (czxid) of the master this member finds unreachable, or null. */
   master_down: Schema.NullOr(Schema.String),
-  version: Schema.String
+  version: Schema.String,
+  /** "host:port" of this member's Sentinel-compatible endpoint, null or absent when it runs none. */
+  sentinel: Schema.optional(Schema.NullOr(Schema.String))
 })
 export type MemberRecord = typeof MemberRecordJson.Type
 

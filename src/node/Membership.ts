@@ -47,7 +47,8 @@ export const make = Effect.gen(function* () {
       offset: info?.offset ?? 0,
       link_up: info?.linkUp ?? false,
       master_down: yield* observer.opinion.get,
-      version: VERSION
+      version: VERSION,
+      sentinel: config.sentinel_port === undefined ? null : `${config.node.host}:${config.sentinel_port}`
     } satisfies MemberRecord
   })
 

@@ -252,3 +252,28 @@ describe("InMemoryRedis: writes", () => {
       expect(yield* world.write(M)).toBe(102)
     }).pipe(Effect.provide(layerTest)))
 })
+
+describe("InMemoryRedis: killClients", () => {
+  it.scoped("closes normal and pub/sub clients, counts them, and is logged as Redis spells it", () =>
+    Effect.gen(function* () {
+      const world = yield* masterAndReplica
+      yield* world.connectClient(M, "normal")
+      yield* world.connectClient(M, "normal")
+      yield* world.connectClient(M, "pubsub")
+      yield* world.connectClient(R1, "normal")
+      const m = yield* connect(M)
+      expect(yield* m.killClients).toBe(3)
+      expect(yield* world.clients(M)).toEqual({ normal: 0, pubsub: 0 })
+      // Only the server asked: the replica's clients stay.
+      expect(yield* world.clients(R1)).toEqual({ normal: 1, pubsub: 0 })
+      expect(yield* m.killClients).toBe(0)
+      expect((yield* world.commands(M)).filter((c) => c.startsWith("CLIENT KILL"))).toEqual([
+        "CLIENT KILL TYPE normal SKIPME yes",
+        "CLIENT KILL TYPE pubsub SKIPME yes",
+        "CLIENT KILL TYPE normal SKIPME yes",
+        "CLIENT KILL TYPE pubsub SKIPME yes"
+      ])
+      yield* world.kill(M)
+      expect(yield* Effect.flip(m.killClients)).toMatchObject({ _tag: "RedisUnavailable", reason: "refused" })
+    }).pipe(Effect.provide(layerTest)))
+})

@@ -95,6 +95,8 @@ interface Server {
   offset: number
   pausedUntil: number | null
   config: Map<string, string>
+  /** Application client connections by CLIENT KILL type (the dictator's own are not counted). */
+  appClients: { normal: number; pubsub: number }
   /** Commands received while frozen: executed in order on thaw, whether or not anyone still waits. */
   pending: Array<{ readonly run: Effect.Effect<void>; readonly abort: Effect.Effect<void> }>
 }
@@ -151,6 +153,7 @@ export class RedisWorld {
         offset: options.offset ?? 0,
         pausedUntil: null,
         config,
+        appClients: { normal: 0, pubsub: 0 },
         pending: []
       })
       this.reconcile(now)
@@ -191,6 +194,7 @@ export class RedisWorld {
       s.pending = []
       s.state = "down"
       s.pausedUntil = null
+      s.appClients = { normal: 0, pubsub: 0 }
       const waiters = this.closeWaiters.get(keyOf(addr)) ?? []
       this.closeWaiters.delete(keyOf(addr))
       return Effect.zipRight(
@@ -304,6 +308,20 @@ export class RedisWorld {
     return Effect.sync(() => [...(this.logs.get(keyOf(addr)) ?? [])])
   }
 
+  /** An application client connects (`pubsub`: it subscribed); the server must be up. */
+  connectClient(addr: Addr, type: "normal" | "pubsub" = "normal"): Effect.Effect<void> {
+    return Effect.sync(() => {
+      const s = this.server(addr)
+      if (s.state === "down") throw new Error(`RedisWorld: ${keyOf(addr)} is down`)
+      s.appClients[type] += 1
+    })
+  }
+
+  /** Application client connections open on `addr`. */
+  clients(addr: Addr): Effect.Effect<{ readonly normal: number; readonly pubsub: number }> {
+    return Effect.sync(() => ({ ...this.server(addr).appClients }))
+  }
+
   /** Connections to `addr` whose scope is still open. */
   openConnections(addr: Addr): Effect.Effect<number> {
     return Effect.sync(() => this.connections.get(keyOf(addr)) ?? 0)
@@ -372,6 +390,19 @@ export class RedisWorld {
         this.call(address, timeout, `CONFIG SET ${key} ${value}`, true, (s) => {
           s.config.set(key, value)
         }),
+      killClients: Effect.zipWith(
+        this.call(address, timeout, "CLIENT KILL TYPE normal SKIPME yes", true, (s) => {
+          const n = s.appClients.normal
+          s.appClients.normal = 0
+          return n
+        }),
+        this.call(address, timeout, "CLIENT KILL TYPE pubsub SKIPME yes", true, (s) => {
+          const n = s.appClients.pubsub
+          s.appClients.pubsub = 0
+          return n
+        }),
+        (a, b) => a + b
+      ),
       closed: Effect.flatMap(Deferred.make<void>(), (d) =>
         Effect.zipRight(
           Effect.sync(() => {

@@ -162,6 +162,7 @@ const mortal = (service: RedisService, dead: () => boolean, cut: ReadonlySet<str
         pauseWrites: (duration) => reach(c.pauseWrites(duration)),
         unpause: reach(c.unpause),
         configSet: (key, value) => reach(c.configSet(key, value)),
+        killClients: reach(c.killClients),
         closed: hangs(dead, c.closed)
       }
     })
