@@ -127,6 +127,12 @@ export type HealthState =
   | { readonly _tag: "Suspect"; readonly since: number; readonly detail: string; readonly info: ReplicationInfo | null }
   | { readonly _tag: "Loading"; readonly since: number }
   | { readonly _tag: "Down"; readonly since: number; readonly detail: string }
+  /**
+   * The dictator's own access is refused (credentials, ACL, TLS certificate): nothing is known
+   * about the server. Not healthy (no candidate, no promotion), not down (no resignation, no
+   * vote against a master): fixed by the operator, never by a failover.
+   */
+  | { readonly _tag: "Misconfigured"; readonly since: number; readonly detail: string }
 
 export type CheckResult = Either.Either<ReplicationInfo, RedisFailure>
 
@@ -148,6 +154,8 @@ export const nextHealth = (prev: HealthState, result: CheckResult, now: number, 
       return { _tag: "Loading", since: prev._tag === "Loading" ? prev.since : now }
     case "RedisCommandError":
       return { _tag: "Down", since, detail: e.message }
+    case "RedisAuthFailed":
+      return { _tag: "Misconfigured", since: prev._tag === "Misconfigured" ? prev.since : now, detail: e.message }
     case "RedisUnavailable": {
       if (e.reason === "refused") return { _tag: "Down", since, detail: e.message }
       if (e.reason === "closed") {
