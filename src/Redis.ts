@@ -269,7 +269,10 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
               ? {}
               : { password: options.auth.password, ...(options.auth.username === undefined ? {} : { username: options.auth.username }) }),
             ...(options.tls === undefined ? {} : { tls: { ...options.tls } }),
-            connectionName: "dictator",
+            // With a password, nothing may be sent between connect and AUTH's answer: ioredis
+            // waits for CLIENT SETNAME / SETINFO there and, when AUTH fails, still declares the
+            // dead connection ready and never reconnects (5.x). The name is set once ready instead.
+            ...(options.auth === undefined ? { connectionName: "dictator" } : { disableClientInfo: true }),
             enableOfflineQueue: false,
             enableReadyCheck: false,
             maxRetriesPerRequest: 0,
@@ -294,6 +297,8 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
           })
           c.on("ready", () => {
             lastSocketError = undefined
+            // Queued behind AUTH; a user without +client|setname just keeps an unnamed connection.
+            if (options.auth !== undefined) c.call("CLIENT", "SETNAME", "dictator").catch(() => undefined)
           })
           return c
         }),
@@ -315,7 +320,8 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
         const msg = e instanceof Error ? e.message : String(e)
         if (msg.startsWith("LOADING")) return new RedisLoading({ address: name })
         const kind = authFailureKind(msg)
-        if (kind !== null) return new RedisAuthFailed({ address: name, kind, detail: msg })
+        // The command matters for a missing permission: it is what to grant.
+        if (kind !== null) return new RedisAuthFailed({ address: name, kind, detail: kind === "permission" ? `${command}: ${msg}` : msg })
         if (authFailure !== undefined && client.status !== "ready") {
           return new RedisAuthFailed({ address: name, kind: authFailure.kind, detail: authFailure.detail })
         }
