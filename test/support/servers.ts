@@ -787,6 +787,8 @@ export const dictator = (opts: {
   readonly extra?: Record<string, unknown>
   readonly node?: Record<string, unknown>
   readonly logLevel?: string
+  /** Bound of the wait for /ping (default 20 s). */
+  readonly readyTimeout?: Duration.DurationInput
 }): Effect.Effect<DictatorProcess, HarnessError, Scope.Scope> =>
   Effect.gen(function* () {
     const main = process.env.DICTATOR_MAIN ?? path.join(repoRoot(), "dist", "src", "main.js")
@@ -826,7 +828,7 @@ export const dictator = (opts: {
         Effect.map((r) => r.status === 200),
         Effect.orElseSucceed(() => false)
       ),
-      readyTimeout: "20 seconds",
+      readyTimeout: opts.readyTimeout ?? "20 seconds",
       hint: "Was the project built (`npm run build`)?"
     })
     yield* launch(managed)

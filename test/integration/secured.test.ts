@@ -1,0 +1,262 @@
+/**
+ * Issue 9 end to end: three redis-servers that demand credentials or TLS, three built dictators
+ * configured with `redis_auth` / `redis_tls`, one real ZooKeeper. Each trio: a master is elected,
+ * the replicas replicate (link up, authenticated with the masterauth / masteruser the dictators
+ * set), and kill -9 of the master's Redis fails over. The ACL trio runs with exactly the least
+ * ACL README.md documents. A password rotated on the master's Redis under the dictators' feet
+ * makes them log one clear line each and fail nothing over.
+ *
+ * Run `npm run build` first.
+ */
+import * as path from "node:path"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Option, type Scope } from "effect"
+import {
+  type DictatorProcess,
+  dictator,
+  HarnessError,
+  type RedisAccess,
+  readMaster,
+  redisCommand,
+  redisServer,
+  type RedisServer,
+  tempDir,
+  waitUntil,
+  writeFile,
+  zooKeeper
+} from "../support/servers.js"
+import { makeCerts, tlsServerLines } from "../support/tls.js"
+
+const PASSWORD = "trio-s3cret"
+const NAMES = ["redis1", "redis2", "redis3"] as const
+/** A replica that (re)connects gets its full sync at once instead of after Redis's 5 s default. */
+const REDIS_ARGS = ["--repl-diskless-sync-delay", "0"]
+
+/** The least ACL of a dictator's user, exactly as README.md documents it. */
+export const LEAST_ACL = "+ping +info +replicaof +config|set +client|pause +client|unpause +psync +replconf"
+
+interface Security {
+  /** redis.conf lines of every server. */
+  readonly configLines: ReadonlyArray<string>
+  readonly tlsOnly?: boolean
+  /** How the test itself reaches the servers. */
+  readonly access: RedisAccess
+  /** `redis_auth` / `redis_tls` keys of every dictator. */
+  readonly dictatorConfig: Record<string, unknown>
+  readonly env?: Record<string, string>
+}
+
+interface Node {
+  readonly name: string
+  readonly redis: RedisServer
+  readonly dictator: DictatorProcess
+}
+
+interface Trio {
+  readonly svc: string
+  readonly zkHosts: ReadonlyArray<string>
+  readonly nodes: ReadonlyArray<Node>
+  readonly sec: Security
+}
+
+const fail = (message: string) => Effect.fail(new HarnessError({ message }))
+
+const info = (t: Trio, port: number) =>
+  redisCommand(port, ["INFO", "replication"], "127.0.0.1", t.sec.access).pipe(
+    Effect.map((text) => {
+      const out: Record<string, string> = {}
+      for (const line of text.split(/\r?\n/)) {
+        const i = line.indexOf(":")
+        if (i > 0 && !line.startsWith("#")) out[line.slice(0, i)] = line.slice(i + 1)
+      }
+      return out
+    })
+  )
+
+const startTrio = (svc: string, sec: Security): Effect.Effect<Trio, HarnessError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const zk = yield* zooKeeper({ tickTime: 2000 })
+    const zkHosts = [zk.connectString]
+    const redis = yield* Effect.forEach(NAMES, () =>
+      redisServer({ configLines: sec.configLines, args: REDIS_ARGS, access: sec.access, ...(sec.tlsOnly === true ? { tlsOnly: true } : {}) })
+    )
+    for (const [k, v] of Object.entries(sec.env ?? {})) process.env[k] = v
+    const dictators = yield* Effect.forEach(
+      NAMES,
+      (name, i) => dictator({ name, svc, zkHosts, redisPort: redis[i]!.port, extra: sec.dictatorConfig, readyTimeout: "60 seconds" }),
+      // One at a time, with a longer readiness bound: three Node processes loading at once on a
+      // busy 2-core machine can each take more than the harness's default 20 s.
+      { concurrency: 1 }
+    )
+    // Registered last, so it runs first at teardown: no chain of graceful handovers.
+    yield* Effect.addFinalizer(() => Effect.forEach(dictators, (d) => d.kill9, { concurrency: "unbounded", discard: true }))
+    return { svc, zkHosts, sec, nodes: NAMES.map((name, i) => ({ name, redis: redis[i]!, dictator: dictators[i]! })) }
+  })
+
+/** One master (znode and Redis agree) and every other live Redis replicating from it with the link up. */
+const converged = (t: Trio, live: ReadonlyArray<Node> = t.nodes) =>
+  waitUntil(
+    `one master and ${live.length - 1} linked replicas (${t.svc})`,
+    Effect.gen(function* () {
+      const m = yield* readMaster(t.zkHosts, t.svc)
+      if (Option.isNone(m)) return yield* fail("no master znode")
+      const master = live.find((n) => n.name === m.value.name)
+      if (master === undefined) return yield* fail(`master znode names ${m.value.name}, not a live node`)
+      if (m.value.port !== master.redis.port) return yield* fail(`master znode has port ${m.value.port}`)
+      const mi = yield* info(t, master.redis.port)
+      if (mi.role !== "master") return yield* fail(`${master.name}'s Redis is ${mi.role}`)
+      for (const r of live.filter((n) => n !== master)) {
+        const ri = yield* info(t, r.redis.port)
+        if (ri.role !== "slave" || ri.master_port !== String(master.redis.port)) {
+          return yield* fail(`${r.name}'s Redis is ${ri.role} of ${ri.master_port}`)
+        }
+        if (ri.master_link_status !== "up") return yield* fail(`${r.name}'s link is ${ri.master_link_status}`)
+      }
+      return Option.some({ master, czxid: m.value.czxid })
+    }),
+    { timeout: "90 seconds", interval: "250 millis" }
+  )
+
+/** Elects, replicates, then fails over when the master's Redis is killed with -9. */
+const electAndFailOver = (t: Trio) =>
+  Effect.gen(function* () {
+    const first = yield* converged(t)
+    // The data written to the master reaches the replicas through the authenticated link.
+    yield* redisCommand(first.master.redis.port, ["SET", "secured", t.svc], "127.0.0.1", t.sec.access)
+    for (const r of t.nodes.filter((n) => n !== first.master)) {
+      yield* waitUntil(
+        `${r.name} to have the key`,
+        Effect.map(redisCommand(r.redis.port, ["GET", "secured"], "127.0.0.1", t.sec.access), (v) =>
+          v === t.svc ? Option.some(v) : Option.none()
+        ),
+        { timeout: "20 seconds" }
+      )
+    }
+    yield* first.master.redis.kill9
+    const live = t.nodes.filter((n) => n !== first.master)
+    const second = yield* converged(t, live)
+    expect(second.master.name).not.toBe(first.master.name)
+    expect(second.czxid).not.toBe(first.czxid)
+    return { first, second }
+  })
+
+const passwordFile = Effect.gen(function* () {
+  const dir = yield* tempDir("secret")
+  const file = path.join(dir, "redis-password")
+  yield* writeFile(file, `${PASSWORD}\n`)
+  return file
+})
+
+describe("secured Redis trios", () => {
+  it.scopedLive("requirepass (password from a file): elects, replicates with masterauth set by the dictators, fails over on kill -9", () =>
+    Effect.gen(function* () {
+      const file = yield* passwordFile
+      const t = yield* startTrio("sec-pass", {
+        configLines: [`requirepass ${PASSWORD}`],
+        access: { password: PASSWORD },
+        dictatorConfig: { redis_auth: { password_file: file } }
+      })
+      const { second } = yield* electAndFailOver(t)
+      for (const n of t.nodes.filter((x) => x !== second.master && x.redis !== undefined)) {
+        if (!(yield* n.redis.running)) continue
+        expect(yield* redisCommand(n.redis.port, ["CONFIG", "GET", "masterauth"], "127.0.0.1", t.sec.access)).toBe(`masterauth\n${PASSWORD}`)
+      }
+    })
+  )
+
+  it.scopedLive("an ACL user with exactly the least ACL (password from the environment): elects, replicates, fails over", () =>
+    Effect.gen(function* () {
+      const t = yield* startTrio("sec-acl", {
+        configLines: [`user dictator on >${PASSWORD} ${LEAST_ACL}`, "user default off"],
+        access: { username: "dictator", password: PASSWORD },
+        dictatorConfig: { redis_auth: { username: "dictator", password_env: "DICTATOR_TEST_REDIS_PASSWORD" } },
+        env: { DICTATOR_TEST_REDIS_PASSWORD: PASSWORD }
+      })
+      // The test's own client is that user too: give it what the checks below need.
+      for (const n of t.nodes) {
+        yield* redisCommand(n.redis.port, ["ACL", "SETUSER", "tester", "on", `>${PASSWORD}`, "+@all", "~*"], "127.0.0.1", {
+          username: "dictator",
+          password: PASSWORD
+        }).pipe(Effect.ignore)
+      }
+      const { second } = yield* electAndFailOver({ ...t, sec: { ...t.sec } })
+      const replica = t.nodes.find((n) => n !== second.master && n.name !== undefined)
+      expect(replica).toBeDefined()
+      for (const n of t.nodes) {
+        expect(n.dictator.output()).not.toContain("lacks a permission")
+      }
+    })
+  )
+
+  it.scopedLive("TLS only (openssl-made CA, server and client certificates, tls-replication): elects, replicates, fails over", () =>
+    Effect.gen(function* () {
+      const certs = yield* makeCerts
+      const t = yield* startTrio("sec-tls", {
+        configLines: tlsServerLines(certs),
+        tlsOnly: true,
+        access: { tls: { ca: certs.pem(certs.caCert), cert: certs.pem(certs.clientCert), key: certs.pem(certs.clientKey) } },
+        dictatorConfig: {
+          redis_tls: { ca_file: certs.caCert, cert_file: certs.clientCert, key_file: certs.clientKey, server_name: "localhost" }
+        }
+      })
+      yield* electAndFailOver(t)
+    })
+  )
+
+  it.scopedLive("a password rotated on the master's Redis: each dictator logs one clear line, nothing fails over, the master stays", () =>
+    Effect.gen(function* () {
+      const file = yield* passwordFile
+      const t = yield* startTrio("sec-wrong", {
+        configLines: [`requirepass ${PASSWORD}`],
+        access: { password: PASSWORD },
+        dictatorConfig: { redis_auth: { password_file: file } }
+      })
+      const first = yield* converged(t)
+      const port = first.master.redis.port
+      // The dictators' connections are authenticated already: change the password, then drop them
+      // (normal clients only: the replicas' links stay, as they would in production).
+      yield* redisCommand(port, ["CONFIG", "SET", "requirepass", "rotated-elsewhere"], "127.0.0.1", t.sec.access)
+      const rotated = { password: "rotated-elsewhere" }
+      yield* redisCommand(port, ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"], "127.0.0.1", rotated)
+      const address = `127.0.0.1:${port}`
+      yield* waitUntil(
+        "every dictator to log the rejected credentials",
+        Effect.sync(() =>
+          t.nodes.every((n) => n.dictator.output().includes(`Redis ${address}: the dictator's credentials are rejected`))
+            ? Option.some(true)
+            : Option.none()
+        ),
+        { timeout: "30 seconds", interval: "200 millis" }
+      )
+      // Well past down_after_ms (1 s) and an election or two.
+      yield* Effect.sleep("6 seconds")
+      const m = yield* readMaster(t.zkHosts, t.svc)
+      expect(Option.map(m, (x) => [x.name, x.czxid])).toEqual(Option.some([first.master.name, first.czxid]))
+      for (const n of t.nodes) {
+        const out = n.dictator.output()
+        const lines = out.split("\n").filter((l) => l.includes(`Redis ${address}: the dictator's credentials are rejected`))
+        expect(lines, `${n.name}:\n${out}`).toHaveLength(1)
+        expect(lines[0]).toContain("fix redis_auth")
+        expect(out).not.toContain("voting it down")
+        expect(out).not.toContain("promoting")
+      }
+      for (const r of t.nodes.filter((n) => n !== first.master)) {
+        const ri = yield* info(t, r.redis.port)
+        expect([ri.role, ri.master_port, ri.master_link_status]).toEqual(["slave", String(port), "up"])
+      }
+      // The password back: the dictators get in again by themselves and nothing changed.
+      yield* redisCommand(port, ["CONFIG", "SET", "requirepass", PASSWORD], "127.0.0.1", rotated)
+      yield* waitUntil(
+        "every dictator to get in again",
+        Effect.sync(() =>
+          t.nodes.every((n) => n.dictator.output().includes(`Redis ${address}: the dictator's access works again`))
+            ? Option.some(true)
+            : Option.none()
+        ),
+        { timeout: "30 seconds", interval: "200 millis" }
+      )
+      const again = yield* converged(t)
+      expect([again.master.name, again.czxid]).toEqual([first.master.name, first.czxid])
+    })
+  )
+})
