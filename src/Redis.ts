@@ -322,10 +322,12 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
         const kind = authFailureKind(msg)
         // The command matters for a missing permission: it is what to grant.
         if (kind !== null) return new RedisAuthFailed({ address: name, kind, detail: kind === "permission" ? `${command}: ${msg}` : msg })
-        if (authFailure !== undefined && client.status !== "ready") {
+        const noConnection = msg.includes("Stream isn't writeable") || msg.includes("Connection is closed") || client.status !== "ready"
+        // Not the status alone: ioredis may call a connection "ready" before AUTH is answered.
+        if (noConnection && authFailure !== undefined) {
           return new RedisAuthFailed({ address: name, kind: authFailure.kind, detail: authFailure.detail })
         }
-        if (msg.includes("Stream isn't writeable") || msg.includes("Connection is closed") || client.status !== "ready") {
+        if (noConnection) {
           const refused = lastSocketError !== undefined && refusedCodes.has(lastSocketError)
           return new RedisUnavailable({
             address: name,
@@ -353,6 +355,9 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
           return Effect.logError(`${e.message} (retried with backoff; this is not counted as Redis down)`)
         },
         onSuccess: () => {
+          // An answer: whatever refused us before does not any more.
+          authFailure = undefined
+          authFailures = 0
           const key = `permission:${command.startsWith("REPLICAOF") ? "REPLICAOF" : command}`
           const cleared = [...reported].filter((k) => k === "access" || k === key)
           if (cleared.length === 0) return Effect.void
