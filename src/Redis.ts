@@ -260,6 +260,8 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
       /** The last connection failure that was our own access (credentials, TLS), with how many in a row. */
       let authFailure: { readonly kind: AuthFailureKind; readonly detail: string } | undefined
       let authFailures = 0
+      /** The server answered a command on the current connection. */
+      let answered = false
       const client = yield* Effect.acquireRelease(
         Effect.sync(() => {
           const c = new IORedis({
@@ -286,14 +288,27 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
           })
           c.on("error", (e: NodeJS.ErrnoException) => {
             lastSocketError = e.code ?? e.message
-            const kind = authFailureKind(e.message, e.code)
+            // A server refusing our client certificate (TLS 1.3: after the client's side of the
+            // handshake is done) just resets the connection. A crashed server refuses the next
+            // connect instead, so a reset before any answer on a TLS connection is taken as the
+            // certificate; one reconnect later a real crash shows as ECONNREFUSED.
+            const resetUnanswered = options.tls !== undefined && e.code === "ECONNRESET" && !answered
+            const kind = authFailureKind(e.message, e.code) ?? (resetUnanswered ? "tls" : null)
             if (kind !== null) {
-              authFailure = { kind, detail: e.code === undefined ? e.message : `${e.code}: ${e.message}` }
+              authFailure = {
+                kind,
+                detail: resetUnanswered
+                  ? "ECONNRESET before any answer: the server dropped the TLS connection, most likely refusing the client certificate (missing, expired or not signed by a CA it trusts)"
+                  : e.code === undefined ? e.message : `${e.code}: ${e.message}`
+              }
               authFailures += 1
             } else {
               authFailure = undefined
               authFailures = 0
             }
+          })
+          c.on("close", () => {
+            answered = false
           })
           c.on("ready", () => {
             lastSocketError = undefined
@@ -358,6 +373,7 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
           // An answer: whatever refused us before does not any more.
           authFailure = undefined
           authFailures = 0
+          answered = true
           const key = `permission:${command.startsWith("REPLICAOF") ? "REPLICAOF" : command}`
           const cleared = [...reported].filter((k) => k === "access" || k === key)
           if (cleared.length === 0) return Effect.void

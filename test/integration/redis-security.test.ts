@@ -144,9 +144,40 @@ describe("Redis layer over TLS", () => {
       expect(e2).toMatchObject({ _tag: "RedisAuthFailed", kind: "tls" })
       expect(e2.message).toContain("CERT_HAS_EXPIRED")
 
-      // A plain client to a TLS-only port is not "down" either: the server is there, we speak wrong.
+      // A server that demands client certificates: none, or an expired one, is refused by the
+      // server; that is our access too, not the server down.
+      const strict = yield* redisServer({
+        configLines: tlsServerLines(certs, { authClients: "yes" }),
+        tlsOnly: true,
+        access: { tls }
+      })
+      yield* (yield* connect(strict, { tls })).ping
+      const noCert = yield* connect(strict, { tls: { ca: tls.ca, rejectUnauthorized: true } })
+      const e3 = yield* Effect.flip(noCert.ping)
+      expect(e3).toMatchObject({ _tag: "RedisAuthFailed", kind: "tls" })
+      // ... for as long as it lasts: the reconnects are reset the same way.
+      for (let i = 0; i < 5; i++) {
+        yield* Effect.sleep("300 millis")
+        expect(yield* Effect.flip(noCert.ping)).toMatchObject({ _tag: "RedisAuthFailed", kind: "tls" })
+      }
+      const expiredCert = yield* connect(strict, {
+        tls: { ...tls, cert: certs.pem(certs.expiredServerCert), key: certs.pem(certs.expiredServerKey) }
+      })
+      expect(yield* Effect.flip(expiredCert.ping)).toMatchObject({ _tag: "RedisAuthFailed", kind: "tls" })
+
       const stillThere = yield* Effect.either(good.ping)
       expect(Either.isRight(stillThere)).toBe(true)
+
+      // A TLS server that really dies is unavailable (refused), not a TLS failure: a failover follows.
+      yield* server.kill9
+      const seen: Array<string> = []
+      for (let i = 0; i < 100 && !seen.includes("RedisUnavailable:refused"); i++) {
+        const e = yield* Effect.flip(good.ping)
+        seen.push(e._tag === "RedisUnavailable" ? `${e._tag}:${e.reason}` : e._tag)
+        yield* Effect.sleep("50 millis")
+      }
+      expect(seen).toContain("RedisUnavailable:refused")
+      expect(seen).not.toContain("RedisAuthFailed")
     })
   )
 })
