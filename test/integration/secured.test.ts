@@ -8,6 +8,7 @@
  *
  * Run `npm run build` first.
  */
+import { spawn } from "node:child_process"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option, type Scope } from "effect"
@@ -20,6 +21,7 @@ import {
   redisCommand,
   redisServer,
   type RedisServer,
+  repoRoot,
   tempDir,
   waitUntil,
   writeFile,
@@ -267,4 +269,69 @@ describe("secured Redis trios", () => {
       expect([again.master.name, again.czxid]).toEqual([first.master.name, first.czxid])
     })
   )
+})
+
+/** Runs the built binary to completion (≤ 30 s, then SIGKILL). */
+const runBin = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  Effect.async<{ readonly code: number | null; readonly stdout: string; readonly stderr: string }>((resume) => {
+    const childEnv: Record<string, string | undefined> = { ...process.env, ...env }
+    delete childEnv.NODE_OPTIONS
+    delete childEnv.DICTATOR_TEST_UNSET
+    const main = process.env.DICTATOR_MAIN ?? path.join(repoRoot(), "dist", "src", "main.js")
+    const child = spawn(process.execPath, [main, ...args], { env: childEnv, stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000)
+    child.on("close", (code) => {
+      clearTimeout(timer)
+      resume(Effect.succeed({ code, stdout, stderr }))
+    })
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      child.kill("SIGKILL")
+    })
+  })
+
+describe("the binary with redis_auth / redis_tls it cannot use", () => {
+  const cases: ReadonlyArray<{ readonly what: string; readonly config: (dir: string) => Record<string, unknown>; readonly says: ReadonlyArray<string> }> = [
+    {
+      what: "an inline password",
+      config: () => ({ redis_auth: { password: "hunter2" } }),
+      says: ['"redis_auth.password"', "password_file", "password_env"]
+    },
+    {
+      what: "a missing password file",
+      config: (dir) => ({ redis_auth: { password_file: path.join(dir, "nope") } }),
+      says: ['"redis_auth.password_file"', "cannot read the file (ENOENT)"]
+    },
+    {
+      what: "an unset password variable",
+      config: () => ({ redis_auth: { username: "dictator", password_env: "DICTATOR_TEST_UNSET" } }),
+      says: ['"redis_auth.password_env" = "DICTATOR_TEST_UNSET"', "unset or empty"]
+    },
+    {
+      what: "a CA file that is not PEM",
+      config: (dir) => ({ redis_tls: { ca_file: path.join(dir, "dictator.conf") } }),
+      says: ['"redis_tls.ca_file"', "not a PEM file"]
+    }
+  ]
+  for (const c of cases) {
+    it.scopedLive(`${c.what}: one line naming the key, exit 2`, () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir("bin")
+        const file = path.join(dir, "dictator.conf")
+        yield* writeFile(file, JSON.stringify({ svc_name: "s", zk_hosts: ["127.0.0.1"], ...c.config(dir) }))
+        const r = yield* runBin([`--config=${file}`])
+        expect(r.code, r.stderr).toBe(2)
+        expect(r.stdout).toBe("")
+        const lines = r.stderr.split("\n").filter((l) => l.trim() !== "")
+        expect(lines, r.stderr).toHaveLength(1)
+        expect(lines[0]).toContain(file)
+        for (const s of c.says) expect(lines[0]).toContain(s)
+        expect(r.stderr).not.toMatch(/^\s*at /m)
+      })
+    )
+  }
 })
