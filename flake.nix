@@ -77,6 +77,7 @@
             pkgs.redis
             pkgs.zookeeper
             pkgs.jdk17
+            pkgs.openssl # the TLS tests make their certificates with it
           ];
           # test/support/servers.ts runs ZooKeeper with this classpath (no Debian jar under Nix).
           ZOOKEEPER_CLASSPATH = "${pkgs.zookeeper}/lib/*:${pkgs.zookeeper}/conf";

@@ -49,6 +49,8 @@ missing_servers() {
   command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   zookeeper_present || missing+=(zookeeper)
   command -v java >/dev/null 2>&1 || missing+=(java)
+  # The TLS tests make their certificates with it.
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -78,7 +80,7 @@ install_servers() {
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel </dev/null; then
+        zookeeper redis-server redis-sentinel openssl </dev/null; then
       ok=1
       break
     fi
