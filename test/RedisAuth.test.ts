@@ -3,6 +3,7 @@
  * error, and health treats them as neither healthy nor down.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { readFileSync } from "node:fs"
 import { Either } from "effect"
 import { type HealthState, nextHealth } from "../src/Decision.js"
 import {
@@ -14,6 +15,7 @@ import {
   type ReplicationInfo,
   RedisUnavailable
 } from "../src/Redis.js"
+import { LEAST_ACL } from "./support/acl.js"
 
 describe("authFailureKind", () => {
   // Replies as redis-server 7.0 sends them (and 6.x / 7.2 wordings of NOPERM).
@@ -124,5 +126,12 @@ describe("nextHealth with RedisAuthFailed", () => {
     const mis = nextHealth({ _tag: "Unknown" }, authFailed, 0, opts)
     const refused = Either.left<RedisFailure>(new RedisUnavailable({ address: "a:1", reason: "refused", detail: "ECONNREFUSED" }))
     expect(nextHealth(mis, refused, 7, opts)).toMatchObject({ _tag: "Down", since: 7 })
+  })
+})
+
+describe("the least ACL in README.md", () => {
+  it("is exactly the one the integration tests run with", () => {
+    const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
+    expect(readme).toContain(`user dictator on >PASSWORD ${LEAST_ACL}\n`)
   })
 })

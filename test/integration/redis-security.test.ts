@@ -8,6 +8,7 @@ import { Effect, Either, Logger, LogLevel, Option } from "effect"
 import * as Redis from "../../src/Redis.js"
 import { redisServer, type RedisServer, waitUntil } from "../support/servers.js"
 import { makeCerts, tlsServerLines } from "../support/tls.js"
+import { LEAST_ACL } from "../support/acl.js"
 
 const PASSWORD = "s3cret-pw"
 const TIMEOUT = "1 second"
@@ -112,6 +113,28 @@ describe("Redis layer with an ACL user", () => {
         expect(e.message).toContain("CONFIG SET masteruser")
       })
     )
+  )
+})
+
+describe("the least ACL", () => {
+  it.scopedLive("needs +psync: without it a replica authenticating as the dictators' user never links", () =>
+    Effect.gen(function* () {
+      const withoutPsync = LEAST_ACL.split(" ").filter((p) => p !== "+psync").join(" ")
+      expect(withoutPsync).not.toBe(LEAST_ACL)
+      const lines = [`user dictator on >${PASSWORD} ${withoutPsync}`, `user tester on >${PASSWORD} +@all ~*`, "user default off"]
+      const access = { username: "tester", password: PASSWORD }
+      const a = yield* redisServer({ configLines: lines, args: ["--repl-diskless-sync-delay", "0"], access })
+      const b = yield* redisServer({ configLines: lines, access })
+      const conn = yield* connect(b, { auth: { username: "dictator", password: PASSWORD } })
+      yield* conn.replicaOf({ host: a.host, port: a.port })
+      expect(yield* b.cli("CONFIG", "GET", "masteruser")).toBe("masteruser\ndictator")
+      // Redis retries the sync every second: three seconds of attempts, none linked.
+      for (let i = 0; i < 12; i++) {
+        const info = yield* conn.replication
+        expect([info.role, info.linkUp]).toEqual(["replica", false])
+        yield* Effect.sleep("250 millis")
+      }
+    })
   )
 })
 

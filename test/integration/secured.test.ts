@@ -27,6 +27,7 @@ import {
   writeFile,
   zooKeeper
 } from "../support/servers.js"
+import { LEAST_ACL } from "../support/acl.js"
 import { makeCerts, tlsServerLines } from "../support/tls.js"
 
 const PASSWORD = "trio-s3cret"
@@ -34,8 +35,6 @@ const NAMES = ["redis1", "redis2", "redis3"] as const
 /** A replica that (re)connects gets its full sync at once instead of after Redis's 5 s default. */
 const REDIS_ARGS = ["--repl-diskless-sync-delay", "0"]
 
-/** The least ACL of a dictator's user, exactly as README.md documents it. */
-export const LEAST_ACL = "+ping +info +replicaof +config|set +client|pause +client|unpause +psync +replconf"
 
 interface Security {
   /** redis.conf lines of every server. */
