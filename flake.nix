@@ -79,6 +79,7 @@
             pkgs.jdk17
             pkgs.haproxy # test/integration/haproxy.test.ts
             pkgs.systemd # systemd-analyze, for test/examples.test.ts
+            pkgs.openssl # the TLS tests make their certificates with it
           ];
           # test/support/servers.ts runs ZooKeeper with this classpath (no Debian jar under Nix).
           ZOOKEEPER_CLASSPATH = "${pkgs.zookeeper}/lib/*:${pkgs.zookeeper}/conf";

@@ -68,6 +68,66 @@ export const NodeConfig = Schema.Struct({
   )
 })
 
+/** A file path given in the config: read once at start (see resolveRedisClientOptions). */
+const FilePath = Schema.NonEmptyTrimmedString.annotations({
+  message: () => msg("must be a non-empty file path without surrounding spaces")
+})
+
+const EnvVarName = Schema.String.pipe(Schema.pattern(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/)).annotations({
+  message: () => msg("must be the name of an environment variable (letters, digits and '_', not starting with a digit)")
+})
+
+/**
+ * Credentials for every Redis connection (local, peers, handover) and for replication
+ * (masteruser / masterauth). The password itself never sits in the JSON: a config file is
+ * usually world-readable and copied around, a secret file or variable is not.
+ */
+export const RedisAuthConfig = Schema.Struct({
+  /** An ACL user (Redis 6+); without it the password is the `default` user's (requirepass). */
+  username: Schema.optional(
+    Schema.String.pipe(Schema.pattern(/^[^\s<>]{1,128}$/)).annotations({
+      message: () => msg("must be an ACL user name: 1-128 characters without spaces, '<' or '>'")
+    })
+  ),
+  password_file: Schema.optional(FilePath),
+  password_env: Schema.optional(EnvVarName),
+  password: Schema.optional(
+    Schema.Never.annotations({
+      message: () =>
+        msg('is not accepted inside the config: put the password in a file ("password_file") or an environment variable ("password_env")')
+    })
+  )
+}).pipe(
+  Schema.filter((a) =>
+    (a.password_file === undefined) === (a.password_env === undefined)
+      ? 'needs exactly one of "password_file" or "password_env"'
+      : undefined
+  )
+)
+export type RedisAuthConfig = typeof RedisAuthConfig.Type
+
+/** TLS to every Redis; the files are read once at start. Mapped to ioredis's `tls` (node:tls) options. */
+export const RedisTlsConfig = Schema.Struct({
+  /** CA bundle that signed the servers' certificates (default: Node's built-in roots). */
+  ca_file: Schema.optional(FilePath),
+  /** Client certificate and key, for servers with `tls-auth-clients yes` (or optional). */
+  cert_file: Schema.optional(FilePath),
+  key_file: Schema.optional(FilePath),
+  /** Name checked against the servers' certificates (default: the host connected to). */
+  server_name: Schema.optional(NonEmptyTrimmed),
+  reject_unauthorized: Schema.optionalWith(
+    Schema.Boolean.annotations({ message: () => msg("must be true or false") }),
+    { default: () => true }
+  )
+}).pipe(
+  Schema.filter((t) =>
+    (t.cert_file === undefined) !== (t.key_file === undefined)
+      ? '"cert_file" and "key_file" go together: give both or neither'
+      : undefined
+  )
+)
+export type RedisTlsConfig = typeof RedisTlsConfig.Type
+
 export const DictatorConfigSchema = Schema.Struct({
   svc_name: Schema.optionalWith(ZnodeName, { default: () => "default" }),
   log_level: Schema.optionalWith(LogLevelName, { default: () => "INFO" as const }),
@@ -128,6 +188,10 @@ export const DictatorConfigSchema = Schema.Struct({
   sentinel_host: Schema.optional(NonEmptyTrimmed),
   /** A file holding the password clients must AUTH with (the first line); no AUTH unless set. */
   sentinel_password_file: Schema.optional(NonEmptyTrimmed),
+  /** Redis AUTH / ACL user for every connection and for replication; absent: no AUTH. */
+  redis_auth: Schema.optional(RedisAuthConfig),
+  /** TLS to every Redis; absent: plain TCP. */
+  redis_tls: Schema.optional(RedisTlsConfig),
   node: Schema.optionalWith(
     NodeConfig,
     { default: () => Schema.decodeSync(NodeConfig)({}) }
@@ -301,4 +365,101 @@ export class DictatorConfig extends Context.Tag("dictator/Config")<DictatorConfi
   /** Defaults merged with `overrides`, decoded through the same Schema (for tests and the demo). */
   static fromObject = (overrides: Record<string, unknown>): DictatorConfigData =>
     Schema.decodeUnknownSync(DictatorConfigSchema)(overrides)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets and certificates named by the config, read once at start
+
+/** What the Redis layer takes (Redis.ts's RedisClientOptions has the same shape). */
+export interface RedisSecrets {
+  readonly auth?: { readonly username?: string; readonly password: string }
+  readonly tls?: {
+    readonly ca?: string
+    readonly cert?: string
+    readonly key?: string
+    readonly servername?: string
+    readonly rejectUnauthorized: boolean
+  }
+}
+
+/** The longest secret or PEM file read: a config pointing at a huge file is a mistake, not a key. */
+const MAX_SECRET_FILE_BYTES = 1024 * 1024
+
+export interface SecretSources {
+  readonly env: Readonly<Record<string, string | undefined>>
+  /** Reads a whole file as UTF-8; throws (ENOENT, EACCES …) like fs.readFileSync. */
+  readonly readFile: (path: string) => string
+}
+
+/**
+ * Reads the password (file or environment variable) and the TLS files of `redis_auth` and
+ * `redis_tls`. Anything missing, unreadable or empty is a ConfigError naming the key, the path
+ * or variable, and how to fix it: the dictator must not start with credentials it cannot use.
+ */
+export const resolveRedisSecrets = (
+  file: string,
+  config: Pick<DictatorConfigData, "redis_auth" | "redis_tls">,
+  sources: SecretSources
+): Either.Either<RedisSecrets, ConfigError> => {
+  const problem = (detail: string) => Either.left(new ConfigError({ file, detail }))
+  const read = (key: string, path: string): Either.Either<string, ConfigError> => {
+    let text: string
+    try {
+      text = sources.readFile(path)
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message
+      return problem(`key "${key}" = ${JSON.stringify(path)}: cannot read the file (${code}); give a readable file`)
+    }
+    if (text.length > MAX_SECRET_FILE_BYTES) {
+      return problem(`key "${key}" = ${JSON.stringify(path)}: the file is larger than 1 MiB; give the right file`)
+    }
+    return Either.right(text)
+  }
+
+  let auth: RedisSecrets["auth"]
+  const a = config.redis_auth
+  if (a !== undefined) {
+    let password: string
+    if (a.password_file !== undefined) {
+      const text = read("redis_auth.password_file", a.password_file)
+      if (Either.isLeft(text)) return Either.left(text.left)
+      // `echo pw > file` leaves a newline that is no part of the password.
+      password = text.right.replace(/\r?\n$/, "")
+      if (password === "") {
+        return problem(`key "redis_auth.password_file" = ${JSON.stringify(a.password_file)}: the file is empty; write the password into it`)
+      }
+    } else {
+      const name = a.password_env ?? ""
+      const value = sources.env[name]
+      if (value === undefined || value === "") {
+        return problem(`key "redis_auth.password_env" = ${JSON.stringify(name)}: the environment variable is unset or empty; export it before starting the dictator`)
+      }
+      password = value
+    }
+    auth = a.username === undefined ? { password } : { username: a.username, password }
+  }
+
+  let tls: RedisSecrets["tls"]
+  const t = config.redis_tls
+  if (t !== undefined) {
+    const out: { ca?: string; cert?: string; key?: string; servername?: string; rejectUnauthorized: boolean } = {
+      rejectUnauthorized: t.reject_unauthorized
+    }
+    for (const [key, path, field] of [
+      ["redis_tls.ca_file", t.ca_file, "ca"],
+      ["redis_tls.cert_file", t.cert_file, "cert"],
+      ["redis_tls.key_file", t.key_file, "key"]
+    ] as const) {
+      if (path === undefined) continue
+      const text = read(key, path)
+      if (Either.isLeft(text)) return Either.left(text.left)
+      if (!text.right.includes("-----BEGIN ")) {
+        return problem(`key "${key}" = ${JSON.stringify(path)}: not a PEM file (no "-----BEGIN" line); give a PEM-encoded file`)
+      }
+      out[field] = text.right
+    }
+    if (t.server_name !== undefined) out.servername = t.server_name
+    tls = out
+  }
+  return Either.right({ ...(auth === undefined ? {} : { auth }), ...(tls === undefined ? {} : { tls }) })
 }

@@ -36,7 +36,7 @@ const healthJson = (h: HealthState) =>
         master: h.info.master === null ? null : formatAddress(h.info.master),
         replicas: h.info.replicas.length
       }
-    : h._tag === "Down" || h._tag === "Suspect"
+    : h._tag === "Down" || h._tag === "Suspect" || h._tag === "Misconfigured"
       ? { state: h._tag.toLowerCase(), since: new Date(h.since).toISOString(), detail: h.detail }
       : h._tag === "Loading"
         ? { state: "loading", since: new Date(h.since).toISOString() }
@@ -60,6 +60,7 @@ const redisText = (h: HealthState): string => {
       return `healthy, ${h.info.role}, offset ${h.info.offset}`
     case "Down":
     case "Suspect":
+    case "Misconfigured":
       return `${h._tag.toLowerCase()} since ${new Date(h.since).toISOString()}: ${h.detail}`
     case "Loading":
       return `loading since ${new Date(h.since).toISOString()}`

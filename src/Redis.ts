@@ -75,7 +75,57 @@ export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
   }
 }
 
-export type RedisFailure = RedisUnavailable | RedisLoading | RedisCommandError
+export type AuthFailureKind = "credentials" | "permission" | "tls"
+
+/**
+ * The dictator's OWN access to a Redis is wrong: rejected credentials (WRONGPASS, NOAUTH), a
+ * missing ACL permission (NOPERM) or a TLS handshake that failed on a certificate (expired,
+ * unknown CA, wrong name, none sent). Says nothing about whether that Redis is up, so it must
+ * never count as "Redis down": it is fixed in the dictator's config or the server's ACL, not by
+ * a failover.
+ */
+export class RedisAuthFailed extends Data.TaggedError("RedisAuthFailed")<{
+  readonly address: string
+  readonly kind: AuthFailureKind
+  readonly detail: string
+}> {
+  override get message() {
+    return `Redis ${this.address}: ${authFailureText[this.kind]} (${this.detail}); ${authFailureFix[this.kind]}`
+  }
+}
+
+const authFailureText: Record<AuthFailureKind, string> = {
+  credentials: "the dictator's credentials are rejected",
+  permission: "the dictator's ACL user lacks a permission",
+  tls: "TLS handshake failed"
+}
+
+const authFailureFix: Record<AuthFailureKind, string> = {
+  credentials:
+    "fix redis_auth (username, password_file / password_env) to match this server's requirepass or ACL user",
+  permission: "grant the dictator's ACL user the missing command (README: the least ACL a dictator needs)",
+  tls: "fix redis_tls (ca_file, cert_file, key_file, server_name) or renew the certificate on the failing side"
+}
+
+/**
+ * Node's TLS error codes for a certificate or handshake refused (by either side); not
+ * ERR_TLS_HANDSHAKE_TIMEOUT, which is a slow or stuck server.
+ */
+const tlsCode = /^(CERT_|ERR_TLS_CERT|ERR_SSL_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|HOSTNAME_MISMATCH|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH_EXCEEDED|ERR_TLS_INVALID_|ERR_TLS_PSK_)/
+
+/**
+ * Which failure of our own access an error reply or socket error is, if any: Redis's error
+ * prefixes (WRONGPASS, NOAUTH, NOPERM; "ERR invalid password" before Redis 6) and Node's TLS
+ * error codes.
+ */
+export const authFailureKind = (message: string, code?: string): AuthFailureKind | null => {
+  if (code !== undefined && tlsCode.test(code)) return "tls"
+  if (/^(WRONGPASS|NOAUTH)\b/.test(message) || message.startsWith("ERR invalid password")) return "credentials"
+  if (/^NOPERM\b/.test(message)) return "permission"
+  return null
+}
+
+export type RedisFailure = RedisUnavailable | RedisLoading | RedisCommandError | RedisAuthFailed
 
 // ---------------------------------------------------------------------------------------------
 // Service
@@ -108,6 +158,23 @@ export interface RedisService {
 }
 
 export class Redis extends Context.Tag("dictator/Redis")<Redis, RedisService>() {}
+
+/**
+ * How the dictator reaches every Redis: the same credentials and TLS settings for the local
+ * Redis, the peers, the observed master and the handover (Config.ts's resolveRedisSecrets).
+ */
+export interface RedisClientOptions {
+  /** AUTH [username] password on every connection; masteruser / masterauth before REPLICAOF. */
+  readonly auth?: { readonly username?: string; readonly password: string }
+  /** node:tls options (PEM text), as ioredis's `tls`. */
+  readonly tls?: {
+    readonly ca?: string
+    readonly cert?: string
+    readonly key?: string
+    readonly servername?: string
+    readonly rejectUnauthorized: boolean
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -186,32 +253,73 @@ export const withCommandTimeout =
 
 const refusedCodes = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ENOTCONN", "EHOSTUNREACH", "ENETUNREACH"])
 
-export const make: RedisService = {
+/** Reconnect delay after a failure of our own access: no point hammering a server that will say no again. */
+export const authRetryDelayMs = (failuresInARow: number): number =>
+  Math.min(250 * 2 ** Math.max(0, failuresInARow - 1), 5000)
+
+export const makeWith = (options: RedisClientOptions): RedisService => ({
   connect: (address, timeoutInput) =>
     Effect.gen(function* () {
       const name = formatAddress(address)
       const timeout = Duration.decode(timeoutInput)
       let lastSocketError: string | undefined
+      /** The last connection failure that was our own access (credentials, TLS), with how many in a row. */
+      let authFailure: { readonly kind: AuthFailureKind; readonly detail: string } | undefined
+      let authFailures = 0
+      /** The server answered a command on the current connection. */
+      let answered = false
       const client = yield* Effect.acquireRelease(
         Effect.sync(() => {
           const c = new IORedis({
             host: address.host,
             port: address.port,
-            connectionName: "dictator",
+            ...(options.auth === undefined
+              ? {}
+              : { password: options.auth.password, ...(options.auth.username === undefined ? {} : { username: options.auth.username }) }),
+            ...(options.tls === undefined ? {} : { tls: { ...options.tls } }),
+            // With a password, nothing may be sent between connect and AUTH's answer: ioredis
+            // waits for CLIENT SETNAME / SETINFO there and, when AUTH fails, still declares the
+            // dead connection ready and never reconnects (5.x). The name is set once ready instead.
+            ...(options.auth === undefined ? { connectionName: "dictator" } : { disableClientInfo: true }),
             enableOfflineQueue: false,
             enableReadyCheck: false,
             maxRetriesPerRequest: 0,
             autoResendUnfulfilledCommands: false,
             connectTimeout: Math.max(Duration.toMillis(timeout), 50),
             // Reconnect quickly: a restarted Redis must be seen within one check interval or two.
-            retryStrategy: (times: number) => Math.min(times * 20, 200),
+            // Slower after our own access failed: retried, with backoff, until the config or ACL is fixed.
+            retryStrategy: (times: number) =>
+              authFailure !== undefined ? authRetryDelayMs(authFailures) : Math.min(times * 20, 200),
             lazyConnect: false
           })
           c.on("error", (e: NodeJS.ErrnoException) => {
             lastSocketError = e.code ?? e.message
+            // A server refusing our client certificate (TLS 1.3: after the client's side of the
+            // handshake is done) just resets the connection. A crashed server refuses the next
+            // connect instead, so a reset before any answer on a TLS connection is taken as the
+            // certificate; one reconnect later a real crash shows as ECONNREFUSED.
+            const resetUnanswered = options.tls !== undefined && e.code === "ECONNRESET" && !answered
+            const kind = authFailureKind(e.message, e.code) ?? (resetUnanswered ? "tls" : null)
+            if (kind !== null) {
+              authFailure = {
+                kind,
+                detail: resetUnanswered
+                  ? "ECONNRESET before any answer: the server dropped the TLS connection, most likely refusing the client certificate (missing, expired or not signed by a CA it trusts)"
+                  : e.code === undefined ? e.message : `${e.code}: ${e.message}`
+              }
+              authFailures += 1
+            } else {
+              authFailure = undefined
+              authFailures = 0
+            }
+          })
+          c.on("close", () => {
+            answered = false
           })
           c.on("ready", () => {
             lastSocketError = undefined
+            // Queued behind AUTH; a user without +client|setname just keeps an unnamed connection.
+            if (options.auth !== undefined) c.call("CLIENT", "SETNAME", "dictator").catch(() => undefined)
           })
           return c
         }),
@@ -232,7 +340,15 @@ export const make: RedisService = {
       const classify = (command: string, e: unknown): RedisFailure => {
         const msg = e instanceof Error ? e.message : String(e)
         if (msg.startsWith("LOADING")) return new RedisLoading({ address: name })
-        if (msg.includes("Stream isn't writeable") || msg.includes("Connection is closed") || client.status !== "ready") {
+        const kind = authFailureKind(msg)
+        // The command matters for a missing permission: it is what to grant.
+        if (kind !== null) return new RedisAuthFailed({ address: name, kind, detail: kind === "permission" ? `${command}: ${msg}` : msg })
+        const noConnection = msg.includes("Stream isn't writeable") || msg.includes("Connection is closed") || client.status !== "ready"
+        // Not the status alone: ioredis may call a connection "ready" before AUTH is answered.
+        if (noConnection && authFailure !== undefined) {
+          return new RedisAuthFailed({ address: name, kind: authFailure.kind, detail: authFailure.detail })
+        }
+        if (noConnection) {
           const refused = lastSocketError !== undefined && refusedCodes.has(lastSocketError)
           return new RedisUnavailable({
             address: name,
@@ -243,9 +359,48 @@ export const make: RedisService = {
         return new RedisCommandError({ address: name, command, detail: msg })
       }
 
+      /**
+       * Failures of our own access already logged on this connection: one line when one starts,
+       * one when it ends, not one per health check. A missing permission is per command (PING may
+       * work while CONFIG SET is refused); credentials and TLS concern the whole connection.
+       */
+      const reported = new Set<string>()
+      const reportKey = (e: RedisAuthFailed, command: string) =>
+        e.kind === "permission" ? `permission:${command.startsWith("REPLICAOF") ? "REPLICAOF" : command}` : "access"
+      const report = (command: string) => ({
+        onFailure: (e: RedisFailure) => {
+          if (e._tag !== "RedisAuthFailed") return Effect.void
+          const key = reportKey(e, command)
+          if (reported.has(key)) return Effect.void
+          reported.add(key)
+          return Effect.logError(`${e.message} (retried with backoff; this is not counted as Redis down)`)
+        },
+        onSuccess: () => {
+          // An answer: whatever refused us before does not any more.
+          authFailure = undefined
+          authFailures = 0
+          answered = true
+          const key = `permission:${command.startsWith("REPLICAOF") ? "REPLICAOF" : command}`
+          const cleared = [...reported].filter((k) => k === "access" || k === key)
+          if (cleared.length === 0) return Effect.void
+          for (const k of cleared) reported.delete(k)
+          return Effect.logInfo(`Redis ${name}: the dictator's access works again (${command})`)
+        }
+      })
+
       const run = <A>(command: string, f: (c: IORedis) => Promise<A>): Effect.Effect<A, RedisFailure> =>
         Effect.tryPromise({ try: () => f(client), catch: (e) => classify(command, e) }).pipe(
-          withCommandTimeout(name, command, timeout)
+          withCommandTimeout(name, command, timeout),
+          Effect.tapBoth(report(command))
+        )
+
+      const setMasterAuth = (auth: NonNullable<RedisClientOptions["auth"]>) =>
+        Effect.zipRight(
+          auth.username === undefined
+            ? Effect.void
+            : run("CONFIG SET masteruser", (c) => c.call("CONFIG", "SET", "masteruser", auth.username ?? "")),
+          // Not the password in the command name: it ends up in error messages and logs.
+          run("CONFIG SET masterauth", (c) => c.call("CONFIG", "SET", "masterauth", auth.password))
         )
 
       return {
@@ -253,8 +408,13 @@ export const make: RedisService = {
         ping: run("PING", (c) => c.ping()).pipe(Effect.asVoid),
         replication: run("INFO replication", (c): Promise<string> => c.info("replication")).pipe(Effect.map(parseReplication)),
         replicaOf: (target) =>
-          run(target === null ? "REPLICAOF NO ONE" : `REPLICAOF ${formatAddress(target)}`, (c) =>
-            target === null ? c.call("REPLICAOF", "NO", "ONE") : c.call("REPLICAOF", target.host, String(target.port))
+          Effect.zipRight(
+            // The replica authenticates to its master with the dictator's own credentials: set
+            // before REPLICAOF, so the first sync already has them.
+            target === null || options.auth === undefined ? Effect.void : setMasterAuth(options.auth),
+            run(target === null ? "REPLICAOF NO ONE" : `REPLICAOF ${formatAddress(target)}`, (c) =>
+              target === null ? c.call("REPLICAOF", "NO", "ONE") : c.call("REPLICAOF", target.host, String(target.port))
+            )
           ).pipe(Effect.asVoid),
         pauseWrites: (duration) =>
           run("CLIENT PAUSE", (c) =>
@@ -274,6 +434,11 @@ export const make: RedisService = {
         })
       } satisfies RedisConnection
     })
-}
+})
 
-export const layer: Layer.Layer<Redis> = Layer.succeed(Redis, make)
+export const make: RedisService = makeWith({})
+
+/** The Redis service with credentials / TLS for every connection it makes. */
+export const layerWith = (options: RedisClientOptions): Layer.Layer<Redis> => Layer.succeed(Redis, makeWith(options))
+
+export const layer: Layer.Layer<Redis> = layerWith({})

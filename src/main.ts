@@ -7,7 +7,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Either, Layer } from "effect"
 import { readFileSync } from "node:fs"
 import { parseArgs, usage } from "./Cli.js"
-import { DictatorConfig, parseConfig } from "./Config.js"
+import { DictatorConfig, parseConfig, resolveRedisSecrets } from "./Config.js"
 import * as Http from "./Http.js"
 import * as Log from "./Log.js"
 import * as Node from "./Node.js"
@@ -42,6 +42,9 @@ try {
 const loaded = parseConfig(cmd.config, text)
 if (Either.isLeft(loaded)) fail(loaded.left.message)
 const { config, warnings } = Either.getOrThrow(loaded)
+// Read now, once: a password or certificate that cannot be read stops the start (exit 2).
+const redisSecrets = resolveRedisSecrets(cmd.config, config, { env: process.env, readFile: (p) => readFileSync(p, "utf8") })
+if (Either.isLeft(redisSecrets)) fail(redisSecrets.left.message)
 
 const zooKeeper = ZooKeeper.layer({
   hosts: config.zk_hosts,
@@ -51,7 +54,7 @@ const zooKeeper = ZooKeeper.layer({
 })
 
 const node = Node.layer.pipe(
-  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, Redis.layer))
+  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, Redis.layerWith(Either.getOrThrow(redisSecrets))))
 )
 
 /** The first line of sentinel_password_file: the password never sits in the JSON file. */

@@ -59,6 +59,8 @@ missing_servers() {
   command -v nft >/dev/null 2>&1 || missing+=(nftables)
   # redis-py, for the Sentinel-compatible endpoint's client test (Debian's python3).
   /usr/bin/python3 -c "import redis" >/dev/null 2>&1 || missing+=(python3-redis)
+  # The TLS tests make their certificates with it.
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   echo "${missing[@]+"${missing[@]}"}"
 }
 
@@ -94,7 +96,7 @@ install_servers() {
     if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        zookeeper redis-server redis-sentinel haproxy iproute2 nftables python3-redis ${extra[@]+"${extra[@]}"} </dev/null; then
+        zookeeper redis-server redis-sentinel haproxy iproute2 nftables python3-redis openssl ${extra[@]+"${extra[@]}"} </dev/null; then
       ok=1
       break
     fi

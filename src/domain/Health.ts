@@ -17,6 +17,12 @@ export type HealthState =
   | { readonly _tag: "Suspect"; readonly since: number; readonly detail: string; readonly info: ReplicationInfo | null }
   | { readonly _tag: "Loading"; readonly since: number }
   | { readonly _tag: "Down"; readonly since: number; readonly detail: string }
+  /**
+   * The dictator's own access is refused (credentials, ACL, TLS certificate): nothing is known
+   * about the server. Not healthy (no candidate, no promotion), not down (no resignation, no
+   * vote against a master): fixed by the operator, never by a failover.
+   */
+  | { readonly _tag: "Misconfigured"; readonly since: number; readonly detail: string }
 
 export type CheckResult = Either.Either<ReplicationInfo, RedisFailure>
 
@@ -34,6 +40,8 @@ export const nextHealth = (prev: HealthState, result: CheckResult, now: number, 
   const e = result.left
   const since = failingSince(prev, now)
   switch (e._tag) {
+    case "RedisAuthFailed":
+      return { _tag: "Misconfigured", since: prev._tag === "Misconfigured" ? prev.since : now, detail: e.message }
     case "RedisLoading":
       return { _tag: "Loading", since: prev._tag === "Loading" ? prev.since : now }
     case "RedisCommandError":
@@ -68,7 +76,7 @@ export const lastInfo = (h: HealthState): ReplicationInfo | null =>
 export const describeHealth = (h: HealthState): string =>
   h._tag === "Healthy"
     ? `healthy (${h.info.role}, offset ${h.info.offset})`
-    : h._tag === "Down" || h._tag === "Suspect"
+    : h._tag === "Down" || h._tag === "Suspect" || h._tag === "Misconfigured"
       ? `${h._tag.toLowerCase()}: ${h.detail}`
       : h._tag.toLowerCase()
 

@@ -53,7 +53,12 @@ export const make = Effect.gen(function* () {
       )
       yield* SubscriptionRef.set(opinion, view.epoch)
     } else if (!down && current === view.epoch) {
-      yield* Effect.logInfo(`master ${view.record.name} reachable again; withdrawing the vote`)
+      // Our own access refused tells nothing about the master: no vote either way.
+      yield* Effect.logInfo(
+        obs.state._tag === "Misconfigured"
+          ? `master ${view.record.name} cannot be checked from here (${obs.state.detail}); withdrawing the vote`
+          : `master ${view.record.name} reachable again; withdrawing the vote`
+      )
       yield* SubscriptionRef.set(opinion, null)
     }
   })

@@ -349,7 +349,7 @@ const makeManaged = (spec: ProcessSpec): Managed => {
 }
 
 /** A temp dir removed (recursively) when the scope closes. */
-const tempDir = (prefix: string): Effect.Effect<string, HarnessError, Scope.Scope> =>
+export const tempDir = (prefix: string): Effect.Effect<string, HarnessError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
@@ -367,7 +367,7 @@ const tempDir = (prefix: string): Effect.Effect<string, HarnessError, Scope.Scop
       )
   )
 
-const writeFile = (file: string, text: string): Effect.Effect<void, HarnessError> =>
+export const writeFile = (file: string, text: string): Effect.Effect<void, HarnessError> =>
   Effect.tryPromise({
     try: () => fs.writeFile(file, text),
     catch: (e) => harnessError(`cannot write ${file}: ${errorText(e)}`)
@@ -649,13 +649,29 @@ const replyText = (r: unknown): string =>
  * queues or resends, so every failure surfaces at once through the command's promise. Its
  * 'error' events are the caller's to listen to.
  */
+/** Credentials and TLS for the test's own clients of a secured Redis (node:tls options, PEM text). */
+export interface RedisAccess {
+  readonly username?: string
+  readonly password?: string
+  readonly tls?: {
+    readonly ca?: string
+    readonly cert?: string
+    readonly key?: string
+    readonly servername?: string
+    readonly rejectUnauthorized?: boolean
+  }
+}
+
 export const oneShotRedis = (
   address: { readonly host: string; readonly port: number },
-  opts: { readonly connectTimeoutMs: number; readonly commandTimeoutMs?: number; readonly name?: string }
+  opts: { readonly connectTimeoutMs: number; readonly commandTimeoutMs?: number; readonly name?: string; readonly access?: RedisAccess }
 ): IORedis =>
   new IORedis({
     host: address.host,
     port: address.port,
+    ...(opts.access?.username === undefined ? {} : { username: opts.access.username }),
+    ...(opts.access?.password === undefined ? {} : { password: opts.access.password }),
+    ...(opts.access?.tls === undefined ? {} : { tls: { ...opts.access.tls } }),
     lazyConnect: true,
     connectTimeout: opts.connectTimeoutMs,
     ...(opts.commandTimeoutMs === undefined ? {} : { commandTimeout: opts.commandTimeoutMs }),
@@ -671,12 +687,15 @@ export const oneShotRedis = (
 export const redisCommand = (
   port: number,
   args: ReadonlyArray<string>,
-  host = "127.0.0.1"
+  host = "127.0.0.1",
+  access?: RedisAccess
 ): Effect.Effect<string, HarnessError> => {
   const [command, ...rest] = args
   if (command === undefined) return Effect.fail(harnessError("cli: no command"))
   return Effect.acquireUseRelease(
-    Effect.sync(() => oneShotRedis({ host, port }, { connectTimeoutMs: 2000, commandTimeoutMs: 5000 })),
+    Effect.sync(() =>
+      oneShotRedis({ host, port }, { connectTimeoutMs: 2000, commandTimeoutMs: 5000, ...(access === undefined ? {} : { access }) })
+    ),
     (client) =>
       Effect.tryPromise({
         try: async () => {
@@ -707,17 +726,29 @@ export const redisServer = (opts?: {
   readonly args?: ReadonlyArray<string>
   readonly placement?: Placement
   readonly port?: number
+  /**
+   * Lines of a redis.conf written into the server's dir and given first (`user …` ACL lines,
+   * `tls-*` settings …); `args` still override them.
+   */
+  readonly configLines?: ReadonlyArray<string>
+  /** How `cli` and the readiness PING reach the server (requirepass, ACL user, TLS). */
+  readonly access?: RedisAccess
+  /** Serve TLS only: `port` is the tls-port and the plain port is off (`--port 0`). */
+  readonly tlsOnly?: boolean
 }): Effect.Effect<RedisServer, HarnessError, Scope.Scope> =>
   Effect.gen(function* () {
     const port = opts?.port ?? (yield* freePort)
     const host = opts?.placement?.host ?? "127.0.0.1"
     const dir = yield* tempDir(`redis${port}`)
-    const cli = (...args: string[]) => redisCommand(port, args, host)
+    const cli = (...args: string[]) => redisCommand(port, args, host, opts?.access)
+    const confFile = path.join(dir, "redis.conf")
+    if (opts?.configLines !== undefined) yield* writeFile(confFile, opts.configLines.join("\n") + "\n")
     const managed = makeManaged({
       label: opts?.placement === undefined ? `redis:${port}` : `redis:${host}:${port}`,
       ...(opts?.placement === undefined ? {} : { netns: opts.placement.netns }),
       command: process.env.REDIS_SERVER ?? "redis-server",
       args: [
+        ...(opts?.configLines === undefined ? [] : [confFile]),
         "--port", String(port),
         "--bind", host,
         "--dir", dir,
@@ -727,6 +758,7 @@ export const redisServer = (opts?: {
         // Protected mode refuses every client not on loopback; in a namespace the clients (the
         // dictator's peers, the tests) come over the bed's bridge, which has no uplink.
         ...(opts?.placement === undefined ? [] : ["--protected-mode", "no"]),
+        ...(opts?.tlsOnly === true ? ["--port", "0", "--tls-port", String(port)] : []),
         ...(opts?.args ?? [])
       ],
       cwd: dir,
@@ -818,6 +850,8 @@ export const dictator = (opts: {
   readonly logLevel?: string
   /** Run in this network namespace; the HTTP API and `node.host` use its address. */
   readonly placement?: Placement
+  /** Bound of the wait for /ping (default 20 s). */
+  readonly readyTimeout?: Duration.DurationInput
 }): Effect.Effect<DictatorProcess, HarnessError, Scope.Scope> =>
   Effect.gen(function* () {
     const main = process.env.DICTATOR_MAIN ?? path.join(repoRoot(), "dist", "src", "main.js")
@@ -859,7 +893,7 @@ export const dictator = (opts: {
         Effect.map((r) => r.status === 200),
         Effect.orElseSucceed(() => false)
       ),
-      readyTimeout: "20 seconds",
+      readyTimeout: opts.readyTimeout ?? "20 seconds",
       hint: "Was the project built (`npm run build`)?"
     })
     yield* launch(managed)
