@@ -13,7 +13,7 @@ import * as Log from "./Log.js"
 import * as Node from "./Node.js"
 import * as Redis from "./Redis.js"
 import { VERSION } from "./Version.js"
-import * as ZooKeeper from "./ZooKeeper.js"
+import * as ZooKeeperClient from "./ZooKeeperClient.js"
 
 const fail = (message: string): never => {
   process.stderr.write(`dictator: ${message}\n`)
@@ -42,7 +42,7 @@ const loaded = parseConfig(cmd.config, text)
 if (Either.isLeft(loaded)) fail(loaded.left.message)
 const { config, warnings } = Either.getOrThrow(loaded)
 
-const zooKeeper = ZooKeeper.layer({
+const zooKeeper = ZooKeeperClient.layer({
   hosts: config.zk_hosts,
   sessionTimeout: `${config.zk_session_timeout_ms} millis`,
   connectTimeout: `${config.zk_connect_timeout_ms} millis`,

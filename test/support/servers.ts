@@ -31,7 +31,7 @@ import { fileURLToPath } from "node:url"
 import { Cause, Clock, Data, Duration, Effect, Option, Scope } from "effect"
 import { Redis as IORedis } from "ioredis"
 import zookeeper from "node-zookeeper-client"
-import { connectionString } from "../../src/ZooKeeper.js"
+import { connectionString } from "../../src/ZooKeeperClient.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors and small helpers

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { createRequire } from "node:module"
-import { connectionString } from "../src/ZooKeeper.js"
+import { connectionString } from "../src/ZooKeeperClient.js"
 
 describe("connectionString", () => {
   it.each([
