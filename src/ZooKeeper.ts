@@ -27,8 +27,18 @@ export interface SessionInfo {
   readonly sessionId: string | null
   /** Bumped every time a brand-new session is established (first connect, after expiry). */
   readonly generation: number
-  /** Clock millis at which `status` was entered. */
+  /**
+   * Clock millis at which `status` was entered. For "disconnected" it is the time of the last
+   * answer from a server, not of the detection: a silent server counts as lost from then on
+   * (DESIGN.md invariant 8), so a fencing clock measured from `since` starts there.
+   */
   readonly since: number
+  /**
+   * The session timeout the server negotiated (ms), which may differ from the one asked for:
+   * the quorum expires the session this long after it last heard from the client. Absent until
+   * the first session is established.
+   */
+  readonly timeoutMs?: number
 }
 
 export interface ZkStat {
@@ -136,6 +146,13 @@ export interface ZooKeeperService {
   readonly transaction: (
     ops: ReadonlyArray<TxOp>
   ) => Effect.Effect<void, ZkNodeExists | ZkNoNode | ZkBadVersion | ZkFailure>
+  /**
+   * A barrier for quorum-fresh reads (DESIGN.md invariant 9): completes once the server this
+   * client uses has applied everything the quorum committed before the call, so a read issued
+   * after it sees at least that. `path` only names the barrier in errors; it covers the whole
+   * tree, as ZooKeeper's own sync does.
+   */
+  readonly sync: (path: string) => Effect.Effect<void, ZkFailure>
   /** Children of `path`, sorted; empty when `path` does not exist. */
   readonly children: (path: string) => Effect.Effect<ReadonlyArray<string>, ZkFailure>
   /**
@@ -178,7 +195,8 @@ const sameChildren = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boole
  * Turns "read and arm a one-shot watch" into a stream of values. A re-read happens when the
  * watch fires or when a new session is established (watches of an expired session are gone).
  * Transient failures (connection lost, expired) are retried with backoff: a watch stream
- * stalls while ZooKeeper is away instead of failing its reader.
+ * stalls while ZooKeeper is away instead of failing its reader. Any other failure (e.g. NoAuth)
+ * is retried too, but logged: once when it starts or changes, once when the watch works again.
  */
 export const watchStream = <A>(
   prims: WatchPrimitives,
@@ -188,6 +206,19 @@ export const watchStream = <A>(
 ): Stream.Stream<A> =>
   Stream.suspend(() => {
     let pending: { readonly fired: Deferred.Deferred<void>; readonly generation: number } | undefined
+    let failing: string | undefined
+    const noteFailure = (e: ZkFailure) =>
+      e._tag === "ZkConnectionLost" || e._tag === "ZkSessionExpired" || e.message === failing
+        ? Effect.void
+        : Effect.zipRight(
+            Effect.sync(() => void (failing = e.message)),
+            Effect.logWarning(`watch of ${path} failed: ${e.message}; retrying with backoff until it works`)
+          )
+    const noteSuccess = Effect.suspend(() =>
+      failing === undefined
+        ? Effect.void
+        : Effect.zipRight(Effect.sync(() => void (failing = undefined)), Effect.logInfo(`watch of ${path} works again`))
+    )
     const waitForChange = Effect.suspend(() => {
       if (pending === undefined) return Effect.void
       const { fired, generation } = pending
@@ -206,7 +237,8 @@ export const watchStream = <A>(
       return yield* prims.readAndArm<A>(kind, path, () => Deferred.unsafeDone(fired, Exit.void))
     }).pipe(
       // A failed read leaves no watch behind: read again without waiting for one.
-      Effect.tapError(() => Effect.sync(() => void (pending = undefined))),
+      Effect.tapError((e) => Effect.zipRight(Effect.sync(() => void (pending = undefined)), noteFailure(e))),
+      Effect.tap(() => noteSuccess),
       Effect.retry(reconnectSchedule),
       // The schedule never ends: this only turns the unreachable failure channel into a defect.
       Effect.orDie

@@ -491,6 +491,13 @@ export class ZkEnsemble {
       )
     }
 
+    // One shared tree: every read is already as fresh as the quorum; only a lost connection fails.
+    const sync: ZooKeeperService["sync"] = (path) =>
+      request("sync", path, () => {
+        checkPath(path)
+        return Either.void
+      })
+
     const children: ZooKeeperService["children"] = (path) =>
       request("children", path, () => {
         checkPath(path)
@@ -511,7 +518,7 @@ export class ZkEnsemble {
         })
     }
 
-    return serviceOf({ create, ensurePath, get, set, remove, transaction, children }, prims)
+    return serviceOf({ create, ensurePath, get, set, remove, transaction, sync, children }, prims)
   }
 }
 

@@ -443,6 +443,16 @@ const zkRuok = (clientPort: number): Effect.Effect<boolean> =>
     Effect.orElseSucceed(() => false)
   )
 
+/**
+ * Hex ids (lower case, no leading zeros, no 0x) of the sessions connected to this server now,
+ * from the `cons` four-letter word: the server's own view of which client uses it.
+ * Fails when the server does not answer (frozen or down).
+ */
+export const zkSessionsOn = (clientPort: number): Effect.Effect<ReadonlySet<string>, HarnessError> =>
+  tcpExchange(clientPort, "cons", 1000).pipe(
+    Effect.map((text) => new Set([...text.matchAll(/sid=0x([0-9a-f]+)/gi)].map((m) => m[1]!.toLowerCase().replace(/^0+(?=.)/, ""))))
+  )
+
 interface ZkPlan {
   readonly id: number
   readonly clientPort: number
