@@ -245,7 +245,8 @@ const connectOnce = (connectString: string, sessionTimeoutMs: number, connectTim
   }).pipe(
     Effect.timeoutFail({ duration: connectTimeout, onTimeout: () => new ZkConnectionLost({ op: "connect", path: connectString }) }),
     Effect.tapError(() =>
-      Effect.forEach(connectString.split(","), (s) => diagnoseServer(s, Math.min(1000, Duration.toMillis(connectTimeout))), {
+      // Bounded so a slow resolver cannot hold the retries back for long.
+      Effect.forEach(connectString.split(","), (s) => diagnoseServer(s, Math.min(2000, Math.max(500, Duration.toMillis(connectTimeout)))), {
         concurrency: "unbounded"
       }).pipe(
         Effect.flatMap((why) =>

@@ -4,7 +4,7 @@ import { createRequire } from "node:module"
 import * as net from "node:net"
 import zookeeper from "node-zookeeper-client"
 import { type SessionInfo, type WatchPrimitives, watchDataStream, ZkConnectionLost, ZkError, type ZkFailure, type ZkNode } from "../src/ZooKeeper.js"
-import { connectionString, currentServer, dropConnection, livenessFor, nextSession, withExactVersion } from "../src/ZooKeeperClient.js"
+import { connectionString, currentServer, dropConnection, livenessFor, make, nextSession, withExactVersion } from "../src/ZooKeeperClient.js"
 
 describe("connectionString", () => {
   it.each([
@@ -175,8 +175,36 @@ describe("watch streams", () => {
   )
 })
 
-const waitFor = (cond: () => boolean) =>
+const waitFor = (cond: () => boolean, tries = 200) =>
   Effect.gen(function* () {
-    for (let i = 0; i < 200 && !cond(); i++) yield* Effect.sleep("10 millis")
+    for (let i = 0; i < tries && !cond(); i++) yield* Effect.sleep("10 millis")
     expect(cond()).toBe(true)
   })
+
+describe("connecting", () => {
+  it.live("an unreachable ensemble: each attempt says which server failed and why", () =>
+    Effect.gen(function* () {
+      const closedPort = yield* Effect.async<number>((resume) => {
+        const s = net.createServer()
+        s.listen(0, "127.0.0.1", () => {
+          const port = (s.address() as net.AddressInfo).port
+          s.close(() => resume(Effect.succeed(port)))
+        })
+      })
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => void logs.push(String(Array.isArray(message) ? message.join(" ") : message)))
+      const fiber = yield* make({
+        hosts: [`127.0.0.1:${closedPort}`, "no-such-host.invalid"],
+        sessionTimeout: "6 seconds",
+        connectTimeout: "1 second",
+        requestTimeout: "2 seconds"
+      }).pipe(Effect.scoped, Effect.provide(Logger.replace(Logger.defaultLogger, logger)), Effect.fork)
+      yield* waitFor(() => logs.some((l) => l.includes("unreachable")), 500)
+      yield* Fiber.interrupt(fiber)
+      const line = logs.find((l) => l.includes("unreachable"))!
+      expect(line).toContain("ZooKeeper unreachable (attempt 1)")
+      expect(line).toContain(`127.0.0.1:${closedPort} refused the connection`)
+      expect(line).toMatch(/no-such-host\.invalid:2181 (has no address \(DNS E[A-Z_]+\)|timed out after \d+ ms)/)
+    })
+  )
+})
