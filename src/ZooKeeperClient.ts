@@ -270,6 +270,8 @@ interface Connection {
   lastAnswer: number
   /** Monotonic ms since which the library is trying to reconnect; undefined while connected. */
   reconnectingSince: number | undefined
+  /** The socket of the reconnection attempt in progress and when the liveness loop first saw it. */
+  handshake: { readonly socket: object; readonly since: number } | undefined
 }
 
 interface Driver {
@@ -364,7 +366,8 @@ const establish = (d: Driver, connectString: string, options: ZooKeeperOptions) 
       timeoutMs: client.getSessionTimeout(),
       expired: yield* Deferred.make<void>(),
       lastAnswer: monotonicMs(),
-      reconnectingSince: undefined
+      reconnectingSince: undefined,
+      handshake: undefined
     }
     const detach = followClientState(d, conn)
     yield* Ref.set(d.current, conn)
@@ -405,11 +408,13 @@ const livenessLoop = (d: Driver, conn: Connection) => {
   const tick = Effect.gen(function* () {
     const now = monotonicMs()
     if (conn.reconnectingSince !== undefined) {
-      if (now - conn.reconnectingSince > deadlineMs) {
-        yield* Effect.logWarning(
-          `ZooKeeper ${currentServer(conn.client) ?? "server"} gave no handshake within ${deadlineMs} ms; trying the next server`
-        )
-        conn.reconnectingSince = now
+      // Only a socket that reached a server: dialling has the library's own connect timeout.
+      const server = currentServer(conn.client)
+      const socket = connectionManagerOf(conn.client).socket
+      if (server === undefined || socket === undefined) return
+      if (conn.handshake?.socket !== socket) conn.handshake = { socket, since: now }
+      else if (now - conn.handshake.since > deadlineMs) {
+        yield* Effect.logWarning(`ZooKeeper ${server} accepted the connection but gave no handshake within ${deadlineMs} ms; trying the next server`)
         dropConnection(conn.client)
       }
       return
@@ -426,6 +431,8 @@ const livenessLoop = (d: Driver, conn: Connection) => {
     dropConnection(conn.client)
   })
   return tick.pipe(
+    // A failed tick must not end the only guard against a silent server: log it, tick again.
+    Effect.catchAllCause((cause) => Effect.logError("ZooKeeper liveness check failed; checking again", cause)),
     Effect.zipRight(Effect.sleep(Duration.millis(Math.max(20, Math.floor(probeEveryMs / 4))))),
     Effect.forever,
     Effect.annotateLogs({ loop: "zk-liveness" })
