@@ -250,7 +250,7 @@ const connectOnce = (connectString: string, sessionTimeoutMs: number, connectTim
         concurrency: "unbounded"
       }).pipe(
         Effect.flatMap((why) =>
-          Effect.logWarning(`ZooKeeper unreachable (attempt ${attempt}): ${why.join("; ")}; retrying with backoff`)
+          Effect.logWarning(`ZooKeeper ${connectString} unreachable (attempt ${attempt}): ${why.join("; ")}; retrying with backoff`)
         )
       )
     )

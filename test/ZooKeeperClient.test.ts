@@ -202,7 +202,7 @@ describe("connecting", () => {
       yield* waitFor(() => logs.some((l) => l.includes("unreachable")), 500)
       yield* Fiber.interrupt(fiber)
       const line = logs.find((l) => l.includes("unreachable"))!
-      expect(line).toContain("ZooKeeper unreachable (attempt 1)")
+      expect(line).toContain(`ZooKeeper 127.0.0.1:${closedPort},no-such-host.invalid:2181 unreachable (attempt 1): `)
       expect(line).toContain(`127.0.0.1:${closedPort} refused the connection`)
       expect(line).toMatch(/no-such-host\.invalid:2181 (has no address \(DNS E[A-Z_]+\)|timed out after \d+ ms)/)
     })
