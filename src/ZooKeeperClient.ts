@@ -405,27 +405,28 @@ const sessionLoop = (d: Driver, connectString: string, options: ZooKeeperOptions
  */
 const livenessLoop = (d: Driver, conn: Connection) => {
   const { probeEveryMs, deadlineMs } = livenessFor(conn.timeoutMs)
+  const sleepMs = Math.max(20, Math.floor(probeEveryMs / 4))
+  // Lateness past which this process itself was not running (frozen with its host, starved):
+  // its own pause is no evidence against the server, whose answer may be unread in the socket.
+  const stallMs = Math.max(100, Math.floor(probeEveryMs / 2))
+  let lastTickEnd = monotonicMs()
   const tick = Effect.gen(function* () {
     const now = monotonicMs()
-    if (conn.reconnectingSince !== undefined) {
-      // Only a socket that reached a server: dialling has the library's own connect timeout.
-      const server = currentServer(conn.client)
-      const socket = connectionManagerOf(conn.client).socket
-      if (server === undefined || socket === undefined) return
-      if (conn.handshake?.socket !== socket) conn.handshake = { socket, since: now }
-      else if (now - conn.handshake.since > deadlineMs) {
-        yield* Effect.logWarning(`ZooKeeper ${server} accepted the connection but gave no handshake within ${deadlineMs} ms; trying the next server`)
-        dropConnection(conn.client)
-      }
-      return
-    }
+    const stalled = now - lastTickEnd > sleepMs + stallMs
+    if (conn.reconnectingSince !== undefined) return yield* watchHandshake(conn, deadlineMs, now)
     if (now - conn.lastAnswer < probeEveryMs) return
-    const silentFor = yield* probe(conn, deadlineMs)
-    if (Option.isNone(silentFor)) return
+    // After a stall of our own, the server gets a fresh probe period to answer.
+    let heard = yield* probe(conn, Math.max(deadlineMs - (now - conn.lastAnswer), stalled ? probeEveryMs : 0))
+    if (!heard && monotonicMs() - now > Math.max(deadlineMs - (now - conn.lastAnswer), 0) + stallMs) {
+      // The wait itself overran (timers run before pending reads when a paused process resumes).
+      heard = yield* probe(conn, probeEveryMs)
+    }
+    if (heard) return
+    const silentFor = monotonicMs() - conn.lastAnswer
     const server = currentServer(conn.client) ?? "server"
     yield* d.publish({ _tag: "Lost", generation: conn.generation, lastAnswerAt: yield* d.wallOf(conn.lastAnswer) })
     yield* Effect.logWarning(
-      `ZooKeeper ${server} silent for ${Math.round(silentFor.value)} ms (deadline ${deadlineMs} ms of a ${conn.timeoutMs} ms session): dropping the connection to move to another server`
+      `ZooKeeper ${server} silent for ${Math.round(silentFor)} ms (deadline ${deadlineMs} ms of a ${conn.timeoutMs} ms session): dropping the connection to move to another server`
     )
     conn.reconnectingSince = monotonicMs()
     dropConnection(conn.client)
@@ -433,31 +434,44 @@ const livenessLoop = (d: Driver, conn: Connection) => {
   return tick.pipe(
     // A failed tick must not end the only guard against a silent server: log it, tick again.
     Effect.catchAllCause((cause) => Effect.logError("ZooKeeper liveness check failed; checking again", cause)),
-    Effect.zipRight(Effect.sleep(Duration.millis(Math.max(20, Math.floor(probeEveryMs / 4))))),
+    Effect.zipRight(Effect.sync(() => void (lastTickEnd = monotonicMs()))),
+    Effect.zipRight(Effect.sleep(Duration.millis(sleepMs))),
     Effect.forever,
     Effect.annotateLogs({ loop: "zk-liveness" })
   )
 }
 
 /**
- * Asks the server something cheap (exists "/"), waiting until `deadlineMs` after the last
- * answer at most. None when the server answered in time (the answer refreshed `lastAnswer`), or
- * when the library itself failed the probe with a lost connection (its DISCONNECTED event covers
- * that); Some(ms since the last answer) when the deadline passed in silence.
+ * While the library reconnects: a socket that reached a server (a frozen one still accepts TCP)
+ * but got no handshake within the deadline is dropped, so the library tries the next server.
+ * Dialling itself has the library's own connect timeout.
  */
-const probe = (conn: Connection, deadlineMs: number): Effect.Effect<Option.Option<number>> =>
+const watchHandshake = (conn: Connection, deadlineMs: number, now: number) =>
+  Effect.suspend(() => {
+    const server = currentServer(conn.client)
+    const socket = connectionManagerOf(conn.client).socket
+    if (server === undefined || socket === undefined) return Effect.void
+    if (conn.handshake?.socket !== socket) {
+      conn.handshake = { socket, since: now }
+      return Effect.void
+    }
+    if (now - conn.handshake.since <= deadlineMs) return Effect.void
+    dropConnection(conn.client)
+    return Effect.logWarning(`ZooKeeper ${server} accepted the connection but gave no handshake within ${deadlineMs} ms; trying the next server`)
+  })
+
+/**
+ * Asks the server something cheap (exists "/") and waits at most `budgetMs`. True when the
+ * server answered (which refreshed `lastAnswer`), or when the library failed the probe with a
+ * lost connection itself (its DISCONNECTED event covers that); false after `budgetMs` of silence.
+ */
+const probe = (conn: Connection, budgetMs: number): Effect.Effect<boolean> =>
   Effect.async<void>((resume) => {
     conn.client.exists("/", (e) => {
       if (!isLocalError(e)) conn.lastAnswer = monotonicMs()
       resume(Effect.void)
     })
-  }).pipe(
-    Effect.timeoutOption(Duration.millis(Math.max(0, deadlineMs - (monotonicMs() - conn.lastAnswer)))),
-    Effect.map(() => {
-      const silentFor = monotonicMs() - conn.lastAnswer
-      return silentFor >= deadlineMs ? Option.some(silentFor) : Option.none()
-    })
-  )
+  }).pipe(Effect.timeoutOption(Duration.millis(Math.max(0, budgetMs))), Effect.map(Option.isSome))
 
 // ---------------------------------------------------------------------------------------------
 // Requests
