@@ -14,7 +14,7 @@ import * as Node from "./Node.js"
 import * as Redis from "./Redis.js"
 import * as Sentinel from "./sentinel/Server.js"
 import { VERSION } from "./Version.js"
-import * as ZooKeeper from "./ZooKeeper.js"
+import * as ZooKeeperClient from "./ZooKeeperClient.js"
 
 const fail = (message: string): never => {
   process.stderr.write(`dictator: ${message}\n`)
@@ -46,7 +46,7 @@ const { config, warnings } = Either.getOrThrow(loaded)
 const redisSecrets = resolveRedisSecrets(cmd.config, config, { env: process.env, readFile: (p) => readFileSync(p, "utf8") })
 if (Either.isLeft(redisSecrets)) fail(redisSecrets.left.message)
 
-const zooKeeper = ZooKeeper.layer({
+const zooKeeper = ZooKeeperClient.layer({
   hosts: config.zk_hosts,
   sessionTimeout: `${config.zk_session_timeout_ms} millis`,
   connectTimeout: `${config.zk_connect_timeout_ms} millis`,

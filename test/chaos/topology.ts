@@ -15,6 +15,7 @@ import {
   redisServer,
   repoRoot,
   waitUntil,
+  type ZkServer,
   zooKeeperEnsemble
 } from "../support/servers.js"
 import {
@@ -94,13 +95,21 @@ const NAMES = ["redis1", "redis2", "redis3"] as const
  */
 const REDIS_ARGS = ["--repl-diskless-sync-delay", "0", "--enable-debug-command", "yes"]
 
-export const makeTopology = (svc: string): Effect.Effect<Topology, unknown, Scope.Scope> =>
+/** What a chaos file may change: dictator config keys, and the ZooKeeper hosts the dictators list. */
+export interface TopologyOptions {
+  readonly extra?: Record<string, unknown>
+  /** The dictators' zk_hosts from the ensemble's servers (default: the servers' own addresses). */
+  readonly dictatorZkHosts?: (zk: { readonly servers: ReadonlyArray<ZkServer>; readonly hosts: ReadonlyArray<string> }) => Effect.Effect<ReadonlyArray<string>, unknown, Scope.Scope>
+}
+
+export const makeTopology = (svc: string, opts?: TopologyOptions): Effect.Effect<Topology, unknown, Scope.Scope> =>
   Effect.gen(function* () {
     const zk = yield* zooKeeperEnsemble(3, { tickTime: ZK_TICK_MS })
+    const zkHosts = opts?.dictatorZkHosts === undefined ? zk.hosts : yield* opts.dictatorZkHosts(zk)
     const redis = yield* Effect.forEach(NAMES, () => redisServer({ args: REDIS_ARGS }))
     const dictators = yield* Effect.forEach(
       NAMES,
-      (name, i) => dictator({ name, svc, zkHosts: zk.hosts, redisPort: redis[i]!.port }),
+      (name, i) => dictator({ name, svc, zkHosts, redisPort: redis[i]!.port, ...(opts?.extra === undefined ? {} : { extra: opts.extra }) }),
       { concurrency: "unbounded" }
     )
     // Registered last, so it runs first: no graceful handovers one after the other at teardown.
@@ -114,7 +123,7 @@ export const makeTopology = (svc: string): Effect.Effect<Topology, unknown, Scop
     return t
   })
 
-export const layer = (svc: string) => Layer.scoped(Topo, makeTopology(svc))
+export const layer = (svc: string, opts?: TopologyOptions) => Layer.scoped(Topo, makeTopology(svc, opts))
 
 // ---------------------------------------------------------------------------------------------
 // Reset and helpers

@@ -338,3 +338,18 @@ describe("InMemoryZooKeeper: watches", () => {
       expect(Exit.isSuccess(exit)).toBe(true)
     }).pipe(Effect.provide(layerTest)))
 })
+
+describe("InMemoryZooKeeper: sync and the negotiated timeout", () => {
+  it.scoped("sync succeeds while connected and fails with ZkConnectionLost while disconnected; timeoutMs is the ensemble's", () =>
+    Effect.gen(function* () {
+      const zk = yield* ZooKeeper
+      const ensemble = yield* TestZooKeeper
+      expect((yield* SubscriptionRef.get(zk.session)).timeoutMs).toBe(ensemble.sessionTimeoutMs)
+      yield* zk.sync("/services")
+      yield* ensemble.disconnect(zk)
+      expect((yield* Effect.flip(zk.sync("/services")))._tag).toBe("ZkConnectionLost")
+      expect((yield* SubscriptionRef.get(zk.session)).timeoutMs).toBe(ensemble.sessionTimeoutMs)
+      yield* ensemble.reconnect(zk)
+      yield* zk.sync("/services")
+    }).pipe(Effect.provide(layerTest)))
+})

@@ -93,6 +93,13 @@ const zkException = (name: string, code: number, path: string) => `Exception: ${
 export class ZkEnsemble {
   static readonly make: Effect.Effect<ZkEnsemble> = Effect.sync(() => new ZkEnsemble())
 
+  /**
+   * The session timeout every session reports as negotiated (`SessionInfo.timeoutMs`). Expiry
+   * itself stays under the test's control (`expire`); this is what a node reads to check its
+   * fencing timing against. Set it before opening sessions.
+   */
+  sessionTimeoutMs = 6000
+
   private readonly nodes = new Map<string, Znode>()
   private readonly dataWatches = new Map<string, Set<Watch>>()
   private readonly childWatches = new Map<string, Set<Watch>>()
@@ -160,7 +167,8 @@ export class ZkEnsemble {
           status: "connected",
           sessionId,
           generation: 1,
-          since: yield* Clock.currentTimeMillis
+          since: yield* Clock.currentTimeMillis,
+          timeoutMs: this.sessionTimeoutMs
         })
         const client: Client = {
           session,
@@ -266,7 +274,8 @@ export class ZkEnsemble {
         status,
         sessionId: client.sessionId,
         generation: newSession ? s.generation + 1 : s.generation,
-        since
+        since,
+        timeoutMs: this.sessionTimeoutMs
       }))
     )
   }
@@ -491,6 +500,13 @@ export class ZkEnsemble {
       )
     }
 
+    // One shared tree: every read is already as fresh as the quorum; only a lost connection fails.
+    const sync: ZooKeeperService["sync"] = (path) =>
+      request("sync", path, () => {
+        checkPath(path)
+        return Either.void
+      })
+
     const children: ZooKeeperService["children"] = (path) =>
       request("children", path, () => {
         checkPath(path)
@@ -511,7 +527,7 @@ export class ZkEnsemble {
         })
     }
 
-    return serviceOf({ create, ensurePath, get, set, remove, transaction, children }, prims)
+    return serviceOf({ create, ensurePath, get, set, remove, transaction, sync, children }, prims)
   }
 }
 

@@ -35,7 +35,7 @@ import { fileURLToPath } from "node:url"
 import { Cause, Clock, Data, Duration, Effect, Option, Scope } from "effect"
 import { Redis as IORedis } from "ioredis"
 import zookeeper from "node-zookeeper-client"
-import { connectionString } from "../../src/ZooKeeper.js"
+import { connectionString } from "../../src/ZooKeeperClient.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors and small helpers
@@ -475,6 +475,16 @@ const zkRuok = (clientPort: number, host = "127.0.0.1"): Effect.Effect<boolean> 
   tcpExchange(clientPort, "ruok", 2000, host).pipe(
     Effect.map((s) => s.trim() === "imok"),
     Effect.orElseSucceed(() => false)
+  )
+
+/**
+ * Hex ids (lower case, no leading zeros, no 0x) of the sessions connected to this server now,
+ * from the `cons` four-letter word: the server's own view of which client uses it.
+ * Fails when the server does not answer (frozen or down).
+ */
+export const zkSessionsOn = (clientPort: number): Effect.Effect<ReadonlySet<string>, HarnessError> =>
+  tcpExchange(clientPort, "cons", 1000).pipe(
+    Effect.map((text) => new Set([...text.matchAll(/sid=0x([0-9a-f]+)/gi)].map((m) => m[1]!.toLowerCase().replace(/^0+(?=.)/, ""))))
   )
 
 interface ZkPlan {

@@ -1,0 +1,632 @@
+/**
+ * The ZooKeeper driver over node-zookeeper-client: one session at a time, rebuilt after expiry,
+ * with its own liveness check (DESIGN.md invariant 8). The contract it implements (model, errors,
+ * watch streams) is in ZooKeeper.ts.
+ *
+ * Pieces, in order: options and codecs; the few library internals the driver needs (one place);
+ * the session state machine (pure); connecting; the liveness loop; request plumbing; the service.
+ */
+import { Deferred, Duration, Effect, Fiber, Layer, Option, Ref, Runtime, Scope, SubscriptionRef } from "effect"
+import * as dns from "node:dns"
+import * as net from "node:net"
+import { performance } from "node:perf_hooks"
+import zookeeper from "node-zookeeper-client"
+import { reconnectSchedule } from "./Retry.js"
+import {
+  type CreateMode,
+  type SessionInfo,
+  serviceOf,
+  type TxOp,
+  type WatchPrimitives,
+  ZkBadVersion,
+  ZkConnectionLost,
+  ZkError,
+  type ZkFailure,
+  ZkNoNode,
+  ZkNodeExists,
+  type ZkNode,
+  ZkSessionExpired,
+  type ZkStat,
+  ZooKeeper,
+  type ZooKeeperService
+} from "./ZooKeeper.js"
+
+// ---------------------------------------------------------------------------------------------
+// Options and codecs
+
+export interface ZooKeeperOptions {
+  /** Host list; a host without a port means 2181. */
+  readonly hosts: ReadonlyArray<string>
+  readonly sessionTimeout: Duration.DurationInput
+  /** How long one connection attempt may take before it is retried. */
+  readonly connectTimeout: Duration.DurationInput
+  /** Upper bound of one request; past it the request counts as a lost connection. */
+  readonly requestTimeout: Duration.DurationInput
+}
+
+export const connectionString = (hosts: ReadonlyArray<string>): string =>
+  hosts.map((h) => (/:\d+$/.test(h) ? h : `${h}:2181`)).join(",")
+
+const modeCode = (mode: CreateMode): number =>
+  ({
+    persistent: zookeeper.CreateMode.PERSISTENT,
+    ephemeral: zookeeper.CreateMode.EPHEMERAL,
+    persistent_sequential: zookeeper.CreateMode.PERSISTENT_SEQUENTIAL,
+    ephemeral_sequential: zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL
+  })[mode]
+
+const toStat = (stat: zookeeper.Stat): ZkStat => ({
+  version: stat.version,
+  czxid: stat.czxid.readBigUInt64BE(0).toString(),
+  mzxid: stat.mzxid.readBigUInt64BE(0).toString(),
+  ephemeralOwner: stat.ephemeralOwner.readBigUInt64BE(0).toString(16)
+})
+
+const errorCode = (error: unknown): number | undefined =>
+  typeof error === "object" && error !== null && "getCode" in error && typeof error.getCode === "function"
+    ? (error.getCode() as number)
+    : undefined
+
+const toFailure = (op: string, path: string, error: unknown): ZkFailure | ZkNoNode | ZkNodeExists => {
+  const code = errorCode(error)
+  const E = zookeeper.Exception
+  switch (code) {
+    case E.NO_NODE:
+      return new ZkNoNode({ path })
+    case E.NODE_EXISTS:
+      return new ZkNodeExists({ path })
+    case E.CONNECTION_LOSS:
+    case E.OPERATION_TIMEOUT:
+      return new ZkConnectionLost({ op, path })
+    case E.SESSION_EXPIRED:
+      return new ZkSessionExpired({ op, path })
+    default:
+      return new ZkError({ op, path, reason: error instanceof Error ? error.message : String(error) })
+  }
+}
+
+const isBadVersion = (error: unknown) => errorCode(error) === zookeeper.Exception.BAD_VERSION
+
+/** Errors the client makes up itself: they are not an answer from the server. */
+const isLocalError = (error: unknown) => {
+  const code = errorCode(error)
+  return code === zookeeper.Exception.CONNECTION_LOSS || code === zookeeper.Exception.OPERATION_TIMEOUT
+}
+
+const sessionHex = (client: zookeeper.Client): string => client.getSessionId().toString("hex").replace(/^0+/, "") || "0"
+
+/** Milliseconds on a clock that never jumps (liveness must not trust the wall clock). */
+const monotonicMs = (): number => performance.now()
+
+// ---------------------------------------------------------------------------------------------
+// Library internals: everything this driver needs that node-zookeeper-client (1.1.x) does not
+// expose. test/ZooKeeperClient.test.ts fails if a new version of the library changes any of it.
+
+interface ConnectionManagerInternals {
+  readonly socket?: net.Socket
+}
+
+interface TransactionInternals {
+  readonly ops: Array<{ version?: number }>
+}
+
+const connectionManagerOf = (client: zookeeper.Client): ConnectionManagerInternals =>
+  (client as unknown as { readonly connectionManager: ConnectionManagerInternals }).connectionManager
+
+/** "host:port" of the server the client's socket is connected to now, if any. */
+export const currentServer = (client: zookeeper.Client): string | undefined => {
+  const s = connectionManagerOf(client).socket
+  return s?.remoteAddress === undefined ? undefined : `${s.remoteAddress}:${s.remotePort}`
+}
+
+/**
+ * Closes the client's connection without closing its session. The library then fails the
+ * requests in flight with CONNECTION_LOSS, reports DISCONNECTED and connects to the next server
+ * of its list with the same session id and password, as the Java client does: the server answers
+ * with the session (still alive on the quorum) or with "expired". This is the only way to leave
+ * a silent server: the library has no read timeout of its own.
+ */
+export const dropConnection = (client: zookeeper.Client): void => {
+  connectionManagerOf(client).socket?.destroy()
+}
+
+/**
+ * Adds a versioned op to a transaction with exactly `version`: the library's check/setData/remove
+ * write `version || -1`, so version 0 would silently become "any version".
+ */
+export const withExactVersion = (tx: zookeeper.Transaction, version: number): zookeeper.Transaction => {
+  const ops = (tx as unknown as TransactionInternals).ops
+  ops[ops.length - 1]!.version = version
+  return tx
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session as the node sees it: a pure state machine over the driver's events
+
+export type DriverEvent =
+  /** A brand-new session (first connection, or after expiry). */
+  | { readonly _tag: "Established"; readonly sessionId: string; readonly timeoutMs: number; readonly at: number }
+  /** The same session answers again (possibly through another server). */
+  | { readonly _tag: "Resumed"; readonly generation: number; readonly at: number }
+  /** No answer since `lastAnswerAt`: the connection is lost, or silent. */
+  | { readonly _tag: "Lost"; readonly generation: number; readonly lastAnswerAt: number }
+  | { readonly _tag: "Expired"; readonly generation: number; readonly at: number }
+
+/**
+ * Next session state. Events of an older generation (a closed client's late callbacks) change
+ * nothing; "expired" stays until a new session replaces it; a disconnection keeps the time of
+ * the first answer missed, so repeated "lost" events do not move the fencing clock forward.
+ */
+export const nextSession = (s: SessionInfo, e: DriverEvent): SessionInfo => {
+  if (e._tag === "Established") {
+    return { status: "connected", sessionId: e.sessionId, generation: s.generation + 1, since: e.at, timeoutMs: e.timeoutMs }
+  }
+  if (e.generation !== s.generation || s.status === "expired") return s
+  switch (e._tag) {
+    case "Resumed":
+      return s.status === "connected" ? s : { ...s, status: "connected", since: e.at }
+    case "Lost":
+      return s.status === "disconnected" ? s : { ...s, status: "disconnected", since: e.lastAnswerAt }
+    case "Expired":
+      return { ...s, status: "expired", since: e.at }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Liveness timings
+
+export interface Liveness {
+  /** How often the driver asks the server something when nothing else did. */
+  readonly probeEveryMs: number
+  /** Longest silence of the server (or of a handshake in progress) before the connection is dropped. */
+  readonly deadlineMs: number
+}
+
+/**
+ * From the negotiated session timeout T: a probe every T/6 and a deadline of T/3 after the last
+ * answer. The server expires the session T after it last heard from us, so T/3 leaves 2T/3 to
+ * find another server (two more tries of T/3 if the next one is silent too), and the fencing
+ * clock (`since` = the last answer) is the same one a closed connection would start.
+ * A healthy server answers a probe in well under T/6, so it is never dropped.
+ */
+export const livenessFor = (sessionTimeoutMs: number): Liveness => ({
+  probeEveryMs: Math.max(50, Math.floor(sessionTimeoutMs / 6)),
+  deadlineMs: Math.max(100, Math.floor(sessionTimeoutMs / 3))
+})
+
+// ---------------------------------------------------------------------------------------------
+// Connecting
+
+/** Why a server cannot be reached, for the "unreachable" log line. */
+const diagnoseServer = (server: string, timeoutMs: number): Effect.Effect<string> =>
+  Effect.async<string>((resume) => {
+    const i = server.lastIndexOf(":")
+    const host = server.slice(0, i)
+    const port = Number(server.slice(i + 1))
+    const socket = net.connect({ host, port, lookup: dns.lookup })
+    const done = (why: string) => {
+      clearTimeout(timer)
+      socket.destroy()
+      resume(Effect.succeed(`${server} ${why}`))
+    }
+    const timer = setTimeout(() => done(`timed out after ${timeoutMs} ms`), timeoutMs)
+    socket.once("connect", () => done("accepts TCP but gave no ZooKeeper handshake (frozen, or not ZooKeeper?)"))
+    socket.once("error", (e: NodeJS.ErrnoException) =>
+      done(
+        e.code === "ECONNREFUSED"
+          ? "refused the connection"
+          : e.code === "ENOTFOUND" || e.code === "EAI_AGAIN"
+            ? `has no address (DNS ${e.code})`
+            : `failed (${e.code ?? e.message})`
+      )
+    )
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      socket.destroy()
+    })
+  })
+
+/** One connection attempt: resolves with a connected client, or fails after connectTimeout. */
+const connectOnce = (connectString: string, sessionTimeoutMs: number, connectTimeout: Duration.Duration, attempt: number) =>
+  Effect.async<zookeeper.Client, ZkConnectionLost>((resume) => {
+    const c = zookeeper.createClient(connectString, { sessionTimeout: sessionTimeoutMs, spinDelay: 200, retries: 0 })
+    const onState = (state: zookeeper.State) => {
+      if (state === zookeeper.State.SYNC_CONNECTED || state === zookeeper.State.CONNECTED_READ_ONLY) {
+        c.removeListener("state", onState)
+        resume(Effect.succeed(c))
+      }
+    }
+    c.on("state", onState)
+    c.connect()
+    return Effect.sync(() => {
+      c.removeListener("state", onState)
+      c.close()
+    })
+  }).pipe(
+    Effect.timeoutFail({ duration: connectTimeout, onTimeout: () => new ZkConnectionLost({ op: "connect", path: connectString }) }),
+    Effect.tapError(() =>
+      // Bounded so a slow resolver cannot hold the retries back for long.
+      Effect.forEach(connectString.split(","), (s) => diagnoseServer(s, Math.min(2000, Math.max(500, Duration.toMillis(connectTimeout)))), {
+        concurrency: "unbounded"
+      }).pipe(
+        Effect.flatMap((why) =>
+          Effect.logWarning(`ZooKeeper ${connectString} unreachable (attempt ${attempt}): ${why.join("; ")}; retrying with backoff`)
+        )
+      )
+    )
+  )
+
+// ---------------------------------------------------------------------------------------------
+// The driver
+
+/** The live client of the current session, with what the liveness loop needs to know about it. */
+interface Connection {
+  readonly client: zookeeper.Client
+  readonly generation: number
+  readonly timeoutMs: number
+  /** Completed when this session expires. */
+  readonly expired: Deferred.Deferred<void>
+  /** Monotonic ms of the last answer from a server (any reply, or the handshake). */
+  lastAnswer: number
+  /** Monotonic ms since which the library is trying to reconnect; undefined while connected. */
+  reconnectingSince: number | undefined
+  /** The socket of the reconnection attempt in progress and when the liveness loop first saw it. */
+  handshake: { readonly socket: object; readonly since: number } | undefined
+}
+
+interface Driver {
+  readonly session: SubscriptionRef.SubscriptionRef<SessionInfo>
+  readonly current: Ref.Ref<Connection | undefined>
+  readonly publish: (e: DriverEvent) => Effect.Effect<void>
+  /** Wall-clock millis of a monotonic instant, for `since`. */
+  readonly wallOf: (mono: number) => Effect.Effect<number>
+  /** Runs an effect from a library callback with the layer's runtime (its logger, its clock). */
+  readonly run: (effect: Effect.Effect<void>) => void
+}
+
+const makeDriverState = Effect.gen(function* () {
+  const session = yield* SubscriptionRef.make<SessionInfo>({
+    status: "connecting",
+    sessionId: null,
+    generation: 0,
+    since: yield* Effect.clockWith((c) => c.currentTimeMillis)
+  })
+  const current = yield* Ref.make<Connection | undefined>(undefined)
+  const runtime = yield* Effect.runtime<never>()
+  const lock = yield* Effect.makeSemaphore(1)
+  const driver: Driver = {
+    run: (effect) => void Runtime.runFork(runtime)(effect),
+    session,
+    current,
+    // Only a change is published (SubscriptionRef publishes every set, even of the same value):
+    // subscribers see each state once. The lock orders events that arrive from several fibers.
+    publish: (e) =>
+      lock.withPermits(1)(
+        Effect.flatMap(SubscriptionRef.get(session), (s) => {
+          const next = nextSession(s, e)
+          return next === s ? Effect.void : SubscriptionRef.set(session, next)
+        })
+      ),
+    wallOf: (mono) => Effect.clockWith((c) => Effect.map(c.currentTimeMillis, (now) => Math.round(now - (monotonicMs() - mono))))
+  }
+  return driver
+})
+
+/**
+ * Follows the library's state events of one client. They arrive from its callbacks, outside
+ * any fiber; each becomes a driver event of this connection's generation, so a late event of a
+ * replaced client changes nothing.
+ */
+const followClientState = (d: Driver, conn: Connection) => {
+  const run = d.run
+  const onState = (state: zookeeper.State) => {
+    const now = monotonicMs()
+    if (state === zookeeper.State.SYNC_CONNECTED || state === zookeeper.State.CONNECTED_READ_ONLY) {
+      const away = conn.reconnectingSince === undefined ? 0 : Math.round(now - conn.reconnectingSince)
+      conn.lastAnswer = now
+      conn.reconnectingSince = undefined
+      run(
+        Effect.zipRight(
+          Effect.flatMap(d.wallOf(now), (at) => d.publish({ _tag: "Resumed", generation: conn.generation, at })),
+          Effect.logInfo(
+            `ZooKeeper session 0x${sessionHex(conn.client)} recovered via ${currentServer(conn.client) ?? "?"} after ${away} ms without a server`
+          )
+        )
+      )
+    } else if (state === zookeeper.State.DISCONNECTED) {
+      conn.reconnectingSince ??= now
+      run(Effect.flatMap(d.wallOf(conn.lastAnswer), (lastAnswerAt) => d.publish({ _tag: "Lost", generation: conn.generation, lastAnswerAt })))
+    } else if (state === zookeeper.State.EXPIRED) {
+      run(
+        Effect.flatMap(d.wallOf(now), (at) => d.publish({ _tag: "Expired", generation: conn.generation, at })).pipe(
+          Effect.zipRight(Deferred.succeed(conn.expired, undefined))
+        )
+      )
+    }
+  }
+  conn.client.on("state", onState)
+  return () => void conn.client.removeListener("state", onState)
+}
+
+/** Opens a new session (retrying with backoff) and makes it the current connection. */
+const establish = (d: Driver, connectString: string, options: ZooKeeperOptions) =>
+  Effect.gen(function* () {
+    const sessionTimeoutMs = Duration.toMillis(options.sessionTimeout)
+    const connectTimeout = Duration.decode(options.connectTimeout)
+    yield* Effect.logInfo(`connecting to ZooKeeper ${connectString}`)
+    let attempt = 0
+    const client = yield* Effect.suspend(() => connectOnce(connectString, sessionTimeoutMs, connectTimeout, ++attempt)).pipe(
+      Effect.retry(reconnectSchedule),
+      Effect.orDie
+    )
+    const previous = yield* SubscriptionRef.get(d.session)
+    const conn: Connection = {
+      client,
+      generation: previous.generation + 1,
+      timeoutMs: client.getSessionTimeout(),
+      expired: yield* Deferred.make<void>(),
+      lastAnswer: monotonicMs(),
+      reconnectingSince: undefined,
+      handshake: undefined
+    }
+    const detach = followClientState(d, conn)
+    yield* Ref.set(d.current, conn)
+    yield* d.publish({ _tag: "Established", sessionId: sessionHex(client), timeoutMs: conn.timeoutMs, at: yield* d.wallOf(conn.lastAnswer) })
+    yield* Effect.logInfo(
+      `ZooKeeper session 0x${sessionHex(client)} established (negotiated timeout ${conn.timeoutMs} ms) via ${currentServer(client) ?? connectString}`
+    )
+    return { conn, detach }
+  })
+
+/**
+ * The session lifecycle: establish, watch the connection until the session expires, then drop
+ * the dead client (its listeners first, so its late events cannot touch the next session) and
+ * start again. Runs for the life of the scope.
+ */
+const sessionLoop = (d: Driver, connectString: string, options: ZooKeeperOptions, first: { conn: Connection; detach: () => void }) =>
+  Effect.gen(function* () {
+    let live = first
+    for (;;) {
+      yield* Effect.raceFirst(Deferred.await(live.conn.expired), livenessLoop(d, live.conn))
+      yield* Effect.logWarning("ZooKeeper session expired: everything it owned is gone; opening a new session")
+      live.detach()
+      live.conn.client.close()
+      live = yield* establish(d, connectString, options)
+    }
+  }).pipe(Effect.annotateLogs({ loop: "zk-session" }))
+
+/**
+ * Client-side liveness (DESIGN.md invariant 8): node-zookeeper-client keeps a socket to a frozen
+ * or silently partitioned server "connected" forever. While connected, probe when nothing else
+ * answered for `probeEveryMs`; when no answer came for `deadlineMs`, report the session lost as
+ * of the last answer and drop the connection so the library moves to the next server. While the
+ * library reconnects, a handshake that hangs past the deadline (a frozen server still accepts
+ * TCP) is dropped too. Never ends; the session loop interrupts it on expiry.
+ */
+const livenessLoop = (d: Driver, conn: Connection) => {
+  const { probeEveryMs, deadlineMs } = livenessFor(conn.timeoutMs)
+  const sleepMs = Math.max(20, Math.floor(probeEveryMs / 4))
+  // Lateness past which this process itself was not running (frozen with its host, starved):
+  // its own pause is no evidence against the server, whose answer may be unread in the socket.
+  const stallMs = Math.max(100, Math.floor(probeEveryMs / 2))
+  let lastTickEnd = monotonicMs()
+  const tick = Effect.gen(function* () {
+    const now = monotonicMs()
+    const stalled = now - lastTickEnd > sleepMs + stallMs
+    if (conn.reconnectingSince !== undefined) return yield* watchHandshake(conn, deadlineMs, now)
+    if (now - conn.lastAnswer < probeEveryMs) return
+    // After a stall of our own, the server gets a fresh probe period to answer.
+    let heard = yield* probe(conn, Math.max(deadlineMs - (now - conn.lastAnswer), stalled ? probeEveryMs : 0))
+    if (!heard && monotonicMs() - now > Math.max(deadlineMs - (now - conn.lastAnswer), 0) + stallMs) {
+      // The wait itself overran (timers run before pending reads when a paused process resumes).
+      heard = yield* probe(conn, probeEveryMs)
+    }
+    if (heard) return
+    const silentFor = monotonicMs() - conn.lastAnswer
+    const server = currentServer(conn.client) ?? "server"
+    yield* d.publish({ _tag: "Lost", generation: conn.generation, lastAnswerAt: yield* d.wallOf(conn.lastAnswer) })
+    yield* Effect.logWarning(
+      `ZooKeeper ${server} silent for ${Math.round(silentFor)} ms (deadline ${deadlineMs} ms of a ${conn.timeoutMs} ms session): dropping the connection to move to another server`
+    )
+    conn.reconnectingSince = monotonicMs()
+    dropConnection(conn.client)
+  })
+  return tick.pipe(
+    // A failed tick must not end the only guard against a silent server: log it, tick again.
+    Effect.catchAllCause((cause) => Effect.logError("ZooKeeper liveness check failed; checking again", cause)),
+    Effect.zipRight(Effect.sync(() => void (lastTickEnd = monotonicMs()))),
+    Effect.zipRight(Effect.sleep(Duration.millis(sleepMs))),
+    Effect.forever,
+    Effect.annotateLogs({ loop: "zk-liveness" })
+  )
+}
+
+/**
+ * While the library reconnects: a socket that reached a server (a frozen one still accepts TCP)
+ * but got no handshake within the deadline is dropped, so the library tries the next server.
+ * Dialling itself has the library's own connect timeout.
+ */
+const watchHandshake = (conn: Connection, deadlineMs: number, now: number) =>
+  Effect.suspend(() => {
+    const server = currentServer(conn.client)
+    const socket = connectionManagerOf(conn.client).socket
+    if (server === undefined || socket === undefined) return Effect.void
+    if (conn.handshake?.socket !== socket) {
+      conn.handshake = { socket, since: now }
+      return Effect.void
+    }
+    if (now - conn.handshake.since <= deadlineMs) return Effect.void
+    dropConnection(conn.client)
+    return Effect.logWarning(`ZooKeeper ${server} accepted the connection but gave no handshake within ${deadlineMs} ms; trying the next server`)
+  })
+
+/**
+ * Asks the server something cheap (exists "/") and waits at most `budgetMs`. True when the
+ * server answered (which refreshed `lastAnswer`), or when the library failed the probe with a
+ * lost connection itself (its DISCONNECTED event covers that); false after `budgetMs` of silence.
+ */
+const probe = (conn: Connection, budgetMs: number): Effect.Effect<boolean> =>
+  Effect.async<void>((resume) => {
+    conn.client.exists("/", (e) => {
+      if (!isLocalError(e)) conn.lastAnswer = monotonicMs()
+      resume(Effect.void)
+    })
+  }).pipe(Effect.timeoutOption(Duration.millis(Math.max(0, budgetMs))), Effect.map(Option.isSome))
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+type Request = <A, E>(
+  op: string,
+  path: string,
+  run: (c: zookeeper.Client, cb: (error: unknown, value?: A) => void) => void,
+  mapError: (error: unknown) => E
+) => Effect.Effect<A, E | ZkConnectionLost>
+
+/** Sends a request on the current client; any reply from the server counts as an answer. */
+const requestOn = (d: Driver, requestTimeout: Duration.Duration): Request => <A, E>(op: string, path: string, run: Parameters<Request>[2], mapError: (error: unknown) => E) =>
+  Effect.flatMap(Ref.get(d.current), (conn) =>
+    Effect.async<A, E>((resume) => {
+      run(conn!.client, (error, value) => {
+        if (!isLocalError(error)) conn!.lastAnswer = monotonicMs()
+        resume(error ? Effect.fail(mapError(error)) : Effect.succeed(value as A))
+      })
+    })
+  ).pipe(Effect.timeoutFail({ duration: requestTimeout, onTimeout: () => new ZkConnectionLost({ op, path }) }))
+
+const addOp = (tx: zookeeper.Transaction, o: TxOp): zookeeper.Transaction =>
+  o.op === "create"
+    ? tx.create(o.path, Buffer.from(o.data), modeCode(o.mode))
+    : o.op === "set"
+      ? withExactVersion(tx.setData(o.path, Buffer.from(o.data), o.version), o.version)
+      : o.op === "check"
+        ? withExactVersion(tx.check(o.path, o.version), o.version)
+        : withExactVersion(tx.remove(o.path, o.version), o.version)
+
+const readNode = (c: zookeeper.Client, path: string, cb: (error: unknown, value?: Option.Option<ZkNode>) => void) =>
+  c.getData(path, (e, data, stat) => {
+    if (e && errorCode(e) === zookeeper.Exception.NO_NODE) return cb(null, Option.none())
+    if (e) return cb(e)
+    cb(null, Option.some({ data: new Uint8Array(data ?? Buffer.alloc(0)), stat: toStat(stat) }))
+  })
+
+/** The requests of the service over `request`. */
+const requests = (request: Request): Omit<ZooKeeperService, "session" | "watchData" | "watchChildren"> => {
+  type Common = ZkFailure
+  const versioned = (op: string, path: string, version: number) => (e: unknown) =>
+    isBadVersion(e) ? new ZkBadVersion({ path, version }) : (toFailure(op, path, e) as Common | ZkNoNode)
+  const noExists = (op: string, path: string) => (e: ZkNodeExists) => Effect.fail(new ZkError({ op, path, reason: e.message }))
+
+  const ensurePath: ZooKeeperService["ensurePath"] = (path) =>
+    request<string, Common | ZkNoNode | ZkNodeExists>("mkdirp", path, (c, cb) => c.mkdirp(path, cb), (e) => toFailure("mkdirp", path, e)).pipe(
+      Effect.asVoid,
+      Effect.catchTags({ ZkNodeExists: () => Effect.void, ZkNoNode: () => ensurePath(path) })
+    )
+
+  return {
+    create: (path, data, mode) =>
+      request<string, Common | ZkNoNode | ZkNodeExists>(
+        "create",
+        path,
+        (c, cb) => c.create(path, Buffer.from(data), modeCode(mode), cb),
+        (e) => toFailure("create", path, e)
+      ),
+    ensurePath,
+    get: (path) =>
+      request<Option.Option<ZkNode>, Common | ZkNoNode | ZkNodeExists>("get", path, (c, cb) => readNode(c, path, cb), (e) => toFailure("get", path, e)).pipe(
+        Effect.catchTag("ZkNoNode", () => Effect.succeedNone),
+        Effect.catchTag("ZkNodeExists", noExists("get", path))
+      ),
+    set: (path, data, version) =>
+      request<ZkStat, Common | ZkNoNode | ZkBadVersion>(
+        "set",
+        path,
+        (c, cb) => c.setData(path, Buffer.from(data), version, (e, stat) => cb(e, e ? undefined : toStat(stat))),
+        versioned("set", path, version)
+      ),
+    remove: (path, version) =>
+      request<void, Common | ZkNoNode | ZkBadVersion>("remove", path, (c, cb) => c.remove(path, version, (e) => cb(e)), versioned("remove", path, version)),
+    children: (path) =>
+      request<ReadonlyArray<string>, Common | ZkNoNode | ZkNodeExists>(
+        "children",
+        path,
+        (c, cb) => c.getChildren(path, (e, kids) => cb(e, e ? undefined : [...kids].sort())),
+        (e) => toFailure("children", path, e)
+      ).pipe(
+        Effect.catchTag("ZkNoNode", () => Effect.succeed([] as ReadonlyArray<string>)),
+        Effect.catchTag("ZkNodeExists", noExists("children", path))
+      ),
+    transaction: (ops) => {
+      const paths = ops.map((o) => o.path).join(", ")
+      return request<void, Common | ZkNoNode | ZkNodeExists | ZkBadVersion>(
+        "multi",
+        ops.map((o) => `${o.op} ${o.path}`).join(", "),
+        (c, cb) => ops.reduce(addOp, c.transaction()).commit((e) => cb(e)),
+        (e) => (isBadVersion(e) ? new ZkBadVersion({ path: paths, version: -1 }) : toFailure("multi", paths, e))
+      )
+    },
+    sync: (path) =>
+      // node-zookeeper-client has no SYNC (its response parser drops the connection on opcode 9).
+      // A multi goes through the leader and the quorum like any write, and the server answers us
+      // only once it has applied it, in order: every read after it sees all that was committed
+      // before it, which is what sync-then-read gives. A lone `check` of "/" at any version
+      // always succeeds and changes nothing.
+      request<void, Common | ZkNoNode | ZkNodeExists>("sync", path, (c, cb) => c.transaction().check("/", -1).commit((e) => cb(e)), (e) =>
+        toFailure("sync", path, e)
+      ).pipe(Effect.catchTags({ ZkNoNode: (e) => Effect.fail(new ZkError({ op: "sync", path, reason: e.message })), ZkNodeExists: noExists("sync", path) }))
+  }
+}
+
+/** Reads and arms one-shot watches: an exists-watch on the path, plus a child watch for children. */
+const watchPrimitives = (d: Driver, request: Request): WatchPrimitives => ({
+  session: d.session,
+  readAndArm: <A>(kind: "data" | "children", path: string, onChange: () => void) =>
+    (kind === "data"
+      ? request<Option.Option<ZkNode>, ZkFailure | ZkNoNode | ZkNodeExists>(
+          "watch",
+          path,
+          // exists() leaves a watch whether or not the node is there; getData() then reads it.
+          (c, cb) =>
+            c.exists(path, () => onChange(), (e, stat) => {
+              if (e) return cb(e)
+              if (!stat) return cb(null, Option.none())
+              readNode(c, path, cb)
+            }),
+          (e) => toFailure("watch", path, e)
+        )
+      : request<ReadonlyArray<string>, ZkFailure | ZkNoNode | ZkNodeExists>(
+          "watch-children",
+          path,
+          (c, cb) =>
+            c.exists(path, () => onChange(), (e, stat) => {
+              if (e) return cb(e)
+              if (!stat) return cb(null, [])
+              c.getChildren(path, () => onChange(), (e2, kids) => {
+                if (e2 && errorCode(e2) === zookeeper.Exception.NO_NODE) return cb(null, [])
+                if (e2) return cb(e2)
+                cb(null, [...kids].sort())
+              })
+            }),
+          (e) => toFailure("watch-children", path, e)
+        )) as unknown as Effect.Effect<A, ZkFailure>
+})
+
+export const make = (options: ZooKeeperOptions) =>
+  Effect.gen(function* () {
+    const connectString = connectionString(options.hosts)
+    const scope = yield* Effect.scope
+    const d = yield* makeDriverState
+    const first = yield* establish(d, connectString, options)
+    const loop = yield* Effect.forkIn(sessionLoop(d, connectString, options, first), scope)
+    yield* Scope.addFinalizer(
+      scope,
+      Effect.zipRight(
+        Fiber.interrupt(loop),
+        Effect.flatMap(Ref.get(d.current), (conn) => Effect.sync(() => conn?.client.close()))
+      )
+    )
+    const request = requestOn(d, Duration.decode(options.requestTimeout))
+    return serviceOf(requests(request), watchPrimitives(d, request))
+  })
+
+export const layer = (options: ZooKeeperOptions): Layer.Layer<ZooKeeper> => Layer.scoped(ZooKeeper, make(options))
