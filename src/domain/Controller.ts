@@ -162,9 +162,11 @@ export interface ControllerState {
   readonly paused: boolean
   /** `min-replicas-to-write` this node last set on its Redis as master; null when not master. */
   readonly minReplicas: number | null
+  /** The fence delay in force (fence_after_ms, or less for a short negotiated session timeout). */
+  readonly fenceAfterMs: number | null
 }
 
-export const initialState: ControllerState = { plan: null, role: "starting", owned: false, paused: true, minReplicas: null }
+export const initialState: ControllerState = { plan: null, role: "starting", owned: false, paused: true, minReplicas: null, fenceAfterMs: null }
 
 /** Settings of the step (from the config). */
 export interface Settings {
@@ -211,7 +213,8 @@ export type Action = Data.TaggedEnum<{
   Campaign: { readonly run: boolean }
   /** Remove this view of the master znode (never a newer one); `Released` follows when it was ours. */
   RemoveMaster: { readonly master: PresentMaster; readonly ours: boolean }
-  PromoteRedis: {}
+  /** REPLICAOF NO ONE; with `proof`, only after a fresh read shows this session owns the master znode. */
+  PromoteRedis: { readonly proof: boolean }
   /** REPLICAOF `master` once it is promoted (or has not been for a bounded wait). */
   ReplicateFrom: { readonly master: MasterRecord }
   PauseWrites: { readonly reason: string }
@@ -263,7 +266,7 @@ const adjustRedis = (
   const redis = redisStep(plan, info, s.paused)
   switch (redis._tag) {
     case "PromoteRedis":
-      actions.push(Action.PromoteRedis())
+      actions.push(Action.PromoteRedis({ proof: true }))
       break
     case "ReplicateFrom":
       actions.push(Action.ReplicateFrom({ master: redis.master }))
@@ -285,10 +288,10 @@ const adjustRedis = (
     const wanted = minReplicasFor(settings.minReplicasToWrite, info?.role === "master" ? info.replicas.length : 0)
     const applied = next.minReplicas
     if (applied !== wanted) {
-      // Raising it only tightens; lowering it lets a master take writes alone: proof first.
-      actions.push(
-        Action.SetMinReplicas({ value: wanted, maxLag: settings.minReplicasMaxLag, proof: !(applied === null || wanted > applied) })
-      )
+      // Raising it only tightens; lowering it lets a master take writes alone: proof first. Not
+      // knowing what Redis has (after a restart or a resignation), 0 may be a lowering too.
+      const loosens = applied === null ? wanted === 0 : wanted < applied
+      actions.push(Action.SetMinReplicas({ value: wanted, maxLag: settings.minReplicasMaxLag, proof: loosens }))
     }
   } else if (next.minReplicas !== null) {
     next = { ...next, minReplicas: null }
@@ -297,7 +300,15 @@ const adjustRedis = (
   return [next, actions]
 }
 
+/**
+ * The fence must come before the session can expire on the server: never later than half the
+ * timeout the server negotiated (it may have lowered the one asked for), whatever is configured.
+ */
+export const fenceAfter = (configuredMs: number, negotiatedTimeoutMs: number | undefined): number =>
+  negotiatedTimeoutMs === undefined ? configuredMs : Math.min(configuredMs, Math.floor(negotiatedTimeoutMs / 2))
+
 const observe = (s: ControllerState, e: Observed, settings: Settings): readonly [ControllerState, ReadonlyArray<Action>] => {
+  const fenceAfterMs = fenceAfter(settings.fenceAfterMs, e.session.timeoutMs)
   const owned =
     e.session.status === "connected" ? e.master._tag === "Present" && e.master.owner === e.session.sessionId : s.owned
   const plan = decide({
@@ -308,13 +319,21 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
     master: e.master,
     health: e.health,
     owned,
-    fenceAfterMs: settings.fenceAfterMs
+    fenceAfterMs
   })
   const out: Array<Action> = []
+  if (fenceAfterMs < settings.fenceAfterMs && s.fenceAfterMs !== fenceAfterMs) {
+    out.push(
+      Action.Log({
+        level: "Warning",
+        message: `fence_after_ms ${settings.fenceAfterMs} is not well inside the negotiated ZooKeeper session timeout of ${e.session.timeoutMs} ms: fencing after ${fenceAfterMs} ms instead`
+      })
+    )
+  }
   const changed = s.plan === null || planKey(s.plan) !== planKey(plan)
   if (changed) out.push(...planLog(plan))
   out.push(Action.Campaign({ run: plan._tag === "Elect" }))
-  let next: ControllerState = { ...s, owned, plan }
+  let next: ControllerState = { ...s, owned, plan, fenceAfterMs }
   switch (plan._tag) {
     case "Resign":
       // Once per decision: the removal follows at once, and a failed one is retried silently.

@@ -94,11 +94,12 @@ const interpreter = (d: Deps, election: FiberHandle.FiberHandle<void, never>) =>
       Log: ({ level, message }) => Effect.logWithLevel(LogLevel[level], message),
       Campaign: ({ run }) => (run ? FiberHandle.run(election, stand(d), { onlyIfMissing: true }) : FiberHandle.clear(election)),
       RemoveMaster: ({ master, ours }) => Effect.zipRight(d.store.removeMaster(master), ours ? d.feed(Event.Released()) : Effect.void),
-      PromoteRedis: () =>
-        Effect.zipRight(
-          Effect.logInfo("local Redis is not master but this node owns the master znode: REPLICAOF NO ONE"),
-          redis.replicaOf(null)
-        ),
+      PromoteRedis: ({ proof: needsProof }) =>
+        Effect.gen(function* () {
+          if (needsProof && !(yield* proof)) return
+          yield* Effect.logInfo("local Redis is not master but this node owns the master znode: REPLICAOF NO ONE")
+          yield* redis.replicaOf(null)
+        }),
       ReplicateFrom: ({ master }) => replicateFrom(master),
       PauseWrites: ({ reason }) =>
         Effect.zipRight(

@@ -57,7 +57,7 @@ export interface StoreService {
   readonly handOver: (view: PresentMaster, to: string) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion>
   /** The last graceful handover's choice, if any (it names the epoch it ended). */
   readonly handover: Effect.Effect<Option.Option<HandoverRecord>, ZkFailure>
-  /** A fresh read through the server: false when the session is gone or someone else owns the znode. */
+  /** A quorum-fresh read (sync, then read): false when the session is gone or someone else owns the znode. */
   readonly confirmOwnership: Effect.Effect<boolean>
   /** Rewrites this node's member record; false when it is not there (a new session must create it). */
   readonly updateMember: (record: MemberRecord) => Effect.Effect<boolean, ZkFailure | ZkBadVersion>
@@ -195,8 +195,14 @@ const handOver = (zk: Zk, paths: ServicePaths): StoreService["handOver"] => (vie
     yield* zk.transaction([...guard, record, { op: "remove", path: paths.master, version: view.version }])
   })
 
+/**
+ * Invariant 9: before anything lets the local Redis take writes, a read that the quorum vouches
+ * for (a sync, then the read) must show this session owning the master znode. A server that fell
+ * behind, or a view from before a freeze, cannot.
+ */
 const confirmOwnership = (zk: Zk, paths: ServicePaths) =>
   Effect.gen(function* () {
+    yield* zk.sync(paths.master)
     const node = yield* zk.get(paths.master)
     const session = yield* SubscriptionRef.get(zk.session)
     return Option.isSome(node) && session.status === "connected" && node.value.stat.ephemeralOwner === session.sessionId

@@ -64,8 +64,8 @@ const observed = (over: {
   })
 
 /** Settled states: what the node would hold after acting on the same situation before. */
-const following: ControllerState = { plan: { _tag: "Follow", master: theirs.record }, role: "replica", owned: false, paused: false, minReplicas: null }
-const mastering: ControllerState = { plan: { _tag: "BeMaster" }, role: "master", owned: true, paused: false, minReplicas: 1 }
+const following: ControllerState = { plan: { _tag: "Follow", master: theirs.record }, role: "replica", owned: false, paused: false, minReplicas: null, fenceAfterMs: 1000 }
+const mastering: ControllerState = { plan: { _tag: "BeMaster" }, role: "master", owned: true, paused: false, minReplicas: 1, fenceAfterMs: 1000 }
 
 const tags = (out: ReadonlyArray<Action>) => out.map((a) => a._tag).filter((t) => t !== "Campaign" && t !== "Log")
 const find = <T extends Action["_tag"]>(out: ReadonlyArray<Action>, tag: T) =>
@@ -175,7 +175,24 @@ describe("step: acting on a snapshot (Observed)", () => {
     expect(set({ ...mastering, minReplicas: 0 }, asMasterWithReplica)).toMatchObject({ value: 1, proof: false })
     expect(set({ ...mastering, minReplicas: 1 }, asMaster)).toMatchObject({ value: 0, proof: true })
     expect(set({ ...mastering, minReplicas: 0 }, asMaster)).toBeUndefined()
+    // Not knowing what Redis has (after a restart, after resigning): 0 may lower it.
+    expect(set({ ...mastering, minReplicas: null }, asMaster)).toMatchObject({ value: 0, proof: true })
     expect(step({ ...mastering }, observed({}), settings)[0].minReplicas).toBeNull()
+  })
+
+  it("a session timeout negotiated too short for fence_after_ms: fence at half of it, said once", () => {
+    const short: SessionInfo = { ...connected, timeoutMs: 1600 }
+    const [next, out] = step(mastering, observed({ master: mine, health: asMasterWithReplica, session: short }), settings)
+    expect(next.fenceAfterMs).toBe(800)
+    expect(logs(out)).toEqual(["Warning: fence_after_ms 1000 is not well inside the negotiated ZooKeeper session timeout of 1600 ms: fencing after 800 ms instead"])
+    expect(logs(step(next, observed({ master: mine, health: asMasterWithReplica, session: short }), settings)[1])).toEqual([])
+    // Away 900 ms of a 1600 ms session: fenced, though fence_after_ms is 1000.
+    const [fenced] = step(next, observed({ master: mine, health: asMasterWithReplica, session: { ...disconnected(9100), timeoutMs: 1600 } }), settings)
+    expect(fenced.role).toBe("fenced")
+  })
+
+  it("REPLICAOF NO ONE on the local Redis asks for proof of ownership first (invariant 9)", () => {
+    expect(find(step(mastering, observed({ master: mine, health: followingThem }), settings)[1], "PromoteRedis")).toMatchObject({ proof: true })
   })
 
   it("unpausing as master asks for proof, as a follower it does not", () => {
