@@ -5,6 +5,7 @@
  */
 import { FileSystem } from "@effect/platform"
 import { Context, Data, Effect, Either, Layer, ParseResult, Schema } from "effect"
+import type { RedisClientOptions } from "./Redis.js"
 
 /** A message that also replaces the base type's ("Expected number, actual ..."): one wording per key. */
 const msg = (message: string) => ({ message, override: true })
@@ -370,17 +371,8 @@ export class DictatorConfig extends Context.Tag("dictator/Config")<DictatorConfi
 // ---------------------------------------------------------------------------------------------
 // Secrets and certificates named by the config, read once at start
 
-/** What the Redis layer takes (Redis.ts's RedisClientOptions has the same shape). */
-export interface RedisSecrets {
-  readonly auth?: { readonly username?: string; readonly password: string }
-  readonly tls?: {
-    readonly ca?: string
-    readonly cert?: string
-    readonly key?: string
-    readonly servername?: string
-    readonly rejectUnauthorized: boolean
-  }
-}
+/** What the Redis layer takes: its client options, read from the files and variables named here. */
+export type RedisSecrets = RedisClientOptions
 
 /** The longest secret or PEM file read: a config pointing at a huge file is a mistake, not a key. */
 const MAX_SECRET_FILE_BYTES = 1024 * 1024

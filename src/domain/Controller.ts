@@ -177,13 +177,7 @@ export interface Settings {
 
 export type Event = Data.TaggedEnum<{
   /** One snapshot of every input (reconcile). */
-  Observed: {
-    readonly now: number
-    readonly self: Self
-    readonly enabled: boolean
-    readonly session: SessionInfo
-    readonly master: MasterView
-    readonly health: HealthState
+  Observed: Omit<Situation, "owned" | "fenceAfterMs"> & {
     /** Epoch of the master this node finds unreachable (its own vote). */
     readonly opinion: string | null
     /** Votes of the members against the present master (null when none is present). */

@@ -102,15 +102,21 @@ export const MemberRecordJson = Schema.Struct({
 })
 export type MemberRecord = typeof MemberRecordJson.Type
 
-export const encodeMember = (m: MemberRecord): Uint8Array => new TextEncoder().encode(JSON.stringify(m))
-
-export const parseMember = (data: Uint8Array): Option.Option<MemberRecord> => {
-  try {
-    return Schema.decodeUnknownOption(MemberRecordJson)(JSON.parse(new TextDecoder().decode(data)))
-  } catch {
-    return Option.none()
+/** A JSON znode record: encoded as it is, parsed to none when it is not JSON or not of the schema. */
+const jsonRecord = <A, I>(schema: Schema.Schema<A, I>) => ({
+  encode: (a: A): Uint8Array => new TextEncoder().encode(JSON.stringify(a)),
+  parse: (data: Uint8Array): Option.Option<A> => {
+    try {
+      return Schema.decodeUnknownOption(schema)(JSON.parse(new TextDecoder().decode(data)))
+    } catch {
+      return Option.none()
+    }
   }
-}
+})
+
+const memberJson = jsonRecord(MemberRecordJson)
+export const encodeMember = memberJson.encode
+export const parseMember = memberJson.parse
 
 /** What this node last wrote as its member record, in which session, when. */
 export interface Published {
@@ -151,12 +157,6 @@ export const HandoverRecordJson = Schema.Struct({
 })
 export type HandoverRecord = typeof HandoverRecordJson.Type
 
-export const encodeHandover = (h: HandoverRecord): Uint8Array => new TextEncoder().encode(JSON.stringify(h))
-
-export const parseHandover = (data: Uint8Array): Option.Option<HandoverRecord> => {
-  try {
-    return Schema.decodeUnknownOption(HandoverRecordJson)(JSON.parse(new TextDecoder().decode(data)))
-  } catch {
-    return Option.none()
-  }
-}
+const handoverJson = jsonRecord(HandoverRecordJson)
+export const encodeHandover = handoverJson.encode
+export const parseHandover = handoverJson.parse
