@@ -104,6 +104,10 @@ const monotonicMs = (): number => performance.now()
 
 interface ConnectionManagerInternals {
   readonly socket?: net.Socket
+  /** Bytes of a reply not complete yet. The library keeps them across sockets. */
+  pendingBuffer: Buffer | null
+  connect: () => void
+  onSocketData: (buffer: Buffer) => void
 }
 
 interface TransactionInternals {
@@ -128,6 +132,34 @@ export const currentServer = (client: zookeeper.Client): string | undefined => {
  */
 export const dropConnection = (client: zookeeper.Client): void => {
   connectionManagerOf(client).socket?.destroy()
+}
+
+/**
+ * Two flaws of the library that turn a connection dropped mid-reply into a crashed daemon:
+ * - the bytes of a partial reply are kept when the socket closes and read as the start of the
+ *   next socket's first reply (a new server's handshake), so everything after is garbage;
+ * - what it throws while parsing a reply (e.g. "Unknown code: …" for a garbage error code) is
+ *   thrown from a socket event: an uncaught exception.
+ * Each new socket starts with no pending bytes, and a reply that cannot be parsed drops the
+ * connection, which the library reconnects like any other (`onParseError` tells why).
+ */
+export const harden = (client: zookeeper.Client, onParseError: (e: unknown) => void): void => {
+  const cm = connectionManagerOf(client)
+  const connect = cm.connect.bind(cm)
+  cm.connect = () => {
+    cm.pendingBuffer = null
+    connect()
+  }
+  const onSocketData = cm.onSocketData.bind(cm)
+  cm.onSocketData = (buffer) => {
+    try {
+      onSocketData(buffer)
+    } catch (e) {
+      cm.pendingBuffer = null
+      onParseError(e)
+      cm.socket?.destroy()
+    }
+  }
 }
 
 /**
@@ -227,9 +259,16 @@ const diagnoseServer = (server: string, timeoutMs: number): Effect.Effect<string
   })
 
 /** One connection attempt: resolves with a connected client, or fails after connectTimeout. */
-const connectOnce = (connectString: string, sessionTimeoutMs: number, connectTimeout: Duration.Duration, attempt: number) =>
+const connectOnce = (d: Driver, connectString: string, sessionTimeoutMs: number, connectTimeout: Duration.Duration, attempt: number) =>
   Effect.async<zookeeper.Client, ZkConnectionLost>((resume) => {
     const c = zookeeper.createClient(connectString, { sessionTimeout: sessionTimeoutMs, spinDelay: 200, retries: 0 })
+    harden(c, (e) =>
+      d.run(
+        Effect.logWarning(
+          `ZooKeeper reply from ${currentServer(c) ?? connectString} could not be read (${e instanceof Error ? e.message : String(e)}): dropping the connection to start afresh`
+        )
+      )
+    )
     const onState = (state: zookeeper.State) => {
       if (state === zookeeper.State.SYNC_CONNECTED || state === zookeeper.State.CONNECTED_READ_ONLY) {
         c.removeListener("state", onState)
@@ -355,7 +394,7 @@ const establish = (d: Driver, connectString: string, options: ZooKeeperOptions) 
     const connectTimeout = Duration.decode(options.connectTimeout)
     yield* Effect.logInfo(`connecting to ZooKeeper ${connectString}`)
     let attempt = 0
-    const client = yield* Effect.suspend(() => connectOnce(connectString, sessionTimeoutMs, connectTimeout, ++attempt)).pipe(
+    const client = yield* Effect.suspend(() => connectOnce(d, connectString, sessionTimeoutMs, connectTimeout, ++attempt)).pipe(
       Effect.retry(reconnectSchedule),
       Effect.orDie
     )

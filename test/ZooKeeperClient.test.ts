@@ -4,7 +4,7 @@ import { createRequire } from "node:module"
 import * as net from "node:net"
 import zookeeper from "node-zookeeper-client"
 import { type SessionInfo, type WatchPrimitives, watchDataStream, ZkConnectionLost, ZkError, type ZkFailure, type ZkNode } from "../src/ZooKeeper.js"
-import { connectionString, currentServer, dropConnection, livenessFor, make, nextSession, withExactVersion } from "../src/ZooKeeperClient.js"
+import { connectionString, currentServer, dropConnection, harden, livenessFor, make, nextSession, withExactVersion } from "../src/ZooKeeperClient.js"
 
 describe("connectionString", () => {
   it.each([
@@ -206,5 +206,73 @@ describe("connecting", () => {
       expect(line).toContain(`127.0.0.1:${closedPort} refused the connection`)
       expect(line).toMatch(/no-such-host\.invalid:2181 (has no address \(DNS E[A-Z_]+\)|timed out after \d+ ms)/)
     })
+  )
+})
+
+describe("a connection dropped in the middle of a reply", () => {
+  /** A fake server that answers each connection's first bytes with `reply(n)` (n = 1, 2, …), if any. */
+  const fakeServer = (reply: (n: number) => Buffer | null) =>
+    Effect.gen(function* () {
+      const accepted: Array<net.Socket> = []
+      const server = net.createServer((s) => {
+        accepted.push(s)
+        const n = accepted.length
+        s.once("data", () => {
+          const r = reply(n)
+          if (r !== null) s.write(r)
+        })
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () =>
+          Effect.sync(() => {
+            for (const s of accepted) s.destroy()
+            server.close()
+          })
+      )
+      return { accepted, port: (server.address() as net.AddressInfo).port }
+    })
+  const clientOf = (port: number) =>
+    Effect.acquireRelease(
+      Effect.sync(() => zookeeper.createClient(`127.0.0.1:${port}`, { sessionTimeout: 6000, spinDelay: 10, retries: 0 })),
+      (c) => Effect.sync(() => c.close())
+    )
+  const pending = (c: zookeeper.Client) => (c as unknown as { connectionManager: { pendingBuffer: Buffer | null } }).connectionManager.pendingBuffer
+  /** 6 bytes of a 40-byte reply: the rest never comes. */
+  const partial = Buffer.from([0, 0, 0, 40, 1, 2])
+
+  it.live("the library keeps the partial reply for the next socket; hardened, each socket starts clean", () =>
+    Effect.gen(function* () {
+      const { accepted, port } = yield* fakeServer((n) => (n === 1 ? partial : null))
+      const raw = yield* clientOf(port)
+      raw.connect()
+      yield* waitFor(() => pending(raw) !== null)
+      dropConnection(raw)
+      yield* waitFor(() => accepted.length === 2)
+      // The flaw this guards against: the old socket's bytes wait to prefix the new one's reply.
+      expect(pending(raw)?.equals(partial)).toBe(true)
+
+      const second = yield* fakeServer((n) => (n === 1 ? partial : null))
+      const hardened = yield* clientOf(second.port)
+      harden(hardened, () => {})
+      hardened.connect()
+      yield* waitFor(() => pending(hardened) !== null)
+      dropConnection(hardened)
+      yield* waitFor(() => second.accepted.length === 2)
+      expect(pending(hardened)).toBeNull()
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("a reply the library cannot parse drops the connection instead of throwing out of a socket event", () =>
+    Effect.gen(function* () {
+      // A complete 4-byte "handshake reply": reading its timeout runs past the end and throws.
+      const { accepted, port } = yield* fakeServer(() => Buffer.from([0, 0, 0, 4, 0, 0, 0, 0]))
+      const client = yield* clientOf(port)
+      const errors: Array<unknown> = []
+      harden(client, (e) => void errors.push(e))
+      client.connect()
+      yield* waitFor(() => errors.length >= 1 && accepted.length >= 2)
+      expect(String(errors[0])).toMatch(/RangeError|out of range|outside/i)
+    }).pipe(Effect.scoped)
   )
 })

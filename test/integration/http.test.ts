@@ -38,7 +38,7 @@ describe("HTTP checks on the built dictator", () => {
       yield* zk.start
       yield* waitUntil("a to be master", Effect.map(readMaster([zk.connectString], SVC), Option.filter((m) => m.name === "a")), {
         timeout: "60 seconds"
-      })
+      }).pipe(Effect.tapError(() => Effect.logError(`dictator a's output:\n${a.output()}`)))
       const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, extra })
       const want = { a: { "/master": 200, "/replica": 503, "/health": 200, "/readiness": 200, "/liveness": 200 }, b: { "/master": 503, "/replica": 200, "/health": 200, "/readiness": 200, "/liveness": 200 } }
       const paths = Object.keys(want.a)
