@@ -42,6 +42,12 @@ export interface ZooKeeperOptions {
   readonly connectTimeout: Duration.DurationInput
   /** Upper bound of one request; past it the request counts as a lost connection. */
   readonly requestTimeout: Duration.DurationInput
+  /**
+   * Longest silence of the server before the connection counts as lost, when shorter than a
+   * third of the session timeout: the node's `fence_after_ms`, so that a master cut off without
+   * a reset is fenced on time, not a third of a session later.
+   */
+  readonly silenceLimit?: Duration.DurationInput
 }
 
 export const connectionString = (hosts: ReadonlyArray<string>): string =>
@@ -219,12 +225,14 @@ export interface Liveness {
  * answer. The server expires the session T after it last heard from us, so T/3 leaves 2T/3 to
  * find another server (two more tries of T/3 if the next one is silent too), and the fencing
  * clock (`since` = the last answer) is the same one a closed connection would start.
- * A healthy server answers a probe in well under T/6, so it is never dropped.
+ * A healthy server answers a probe in well under T/6, so it is never dropped. With a silence
+ * limit under T/3 (the node's fence_after_ms), the deadline is that limit and the probe comes at
+ * half of it: a silent server is then noticed, and fenced against, within the limit.
  */
-export const livenessFor = (sessionTimeoutMs: number): Liveness => ({
-  probeEveryMs: Math.max(50, Math.floor(sessionTimeoutMs / 6)),
-  deadlineMs: Math.max(100, Math.floor(sessionTimeoutMs / 3))
-})
+export const livenessFor = (sessionTimeoutMs: number, silenceLimitMs?: number): Liveness => {
+  const deadlineMs = Math.max(100, Math.floor(Math.min(sessionTimeoutMs / 3, silenceLimitMs ?? Infinity)))
+  return { probeEveryMs: Math.max(50, Math.floor(deadlineMs / 2)), deadlineMs }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Connecting
@@ -426,7 +434,8 @@ const sessionLoop = (d: Driver, connectString: string, options: ZooKeeperOptions
   Effect.gen(function* () {
     let live = first
     for (;;) {
-      yield* Effect.raceFirst(Deferred.await(live.conn.expired), livenessLoop(d, live.conn))
+      const limit = options.silenceLimit === undefined ? undefined : Duration.toMillis(options.silenceLimit)
+      yield* Effect.raceFirst(Deferred.await(live.conn.expired), livenessLoop(d, live.conn, limit))
       yield* Effect.logWarning("ZooKeeper session expired: everything it owned is gone; opening a new session")
       live.detach()
       live.conn.client.close()
@@ -442,8 +451,8 @@ const sessionLoop = (d: Driver, connectString: string, options: ZooKeeperOptions
  * library reconnects, a handshake that hangs past the deadline (a frozen server still accepts
  * TCP) is dropped too. Never ends; the session loop interrupts it on expiry.
  */
-const livenessLoop = (d: Driver, conn: Connection) => {
-  const { probeEveryMs, deadlineMs } = livenessFor(conn.timeoutMs)
+const livenessLoop = (d: Driver, conn: Connection, silenceLimitMs: number | undefined) => {
+  const { probeEveryMs, deadlineMs } = livenessFor(conn.timeoutMs, silenceLimitMs)
   const sleepMs = Math.max(20, Math.floor(probeEveryMs / 4))
   // Lateness past which this process itself was not running (frozen with its host, starved):
   // its own pause is no evidence against the server, whose answer may be unread in the socket.

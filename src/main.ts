@@ -50,7 +50,8 @@ const zooKeeper = ZooKeeperClient.layer({
   hosts: config.zk_hosts,
   sessionTimeout: `${config.zk_session_timeout_ms} millis`,
   connectTimeout: `${config.zk_connect_timeout_ms} millis`,
-  requestTimeout: `${Math.max(config.zk_session_timeout_ms, 2000)} millis`
+  requestTimeout: `${Math.max(config.zk_session_timeout_ms, 2000)} millis`,
+  silenceLimit: `${config.fence_after_ms} millis`
 })
 
 const node = Node.layer.pipe(

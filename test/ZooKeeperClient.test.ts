@@ -95,6 +95,13 @@ describe("livenessFor", () => {
     expect(l.deadlineMs).toBe(Math.floor(t / 3))
     expect(t - l.deadlineMs).toBeGreaterThanOrEqual((2 * t) / 3 - 1)
   })
+  it.each([
+    [6000, 1000, 500, 1000],
+    [6000, 3000, 1000, 2000],
+    [6000, 0, 50, 100]
+  ])("session %i ms, silence limit %i ms: probes at %i, gives up at %i (never past the limit, unless under the floor)", (t, limit, probe, deadline) => {
+    expect(livenessFor(t, limit)).toEqual({ probeEveryMs: probe, deadlineMs: deadline })
+  })
 })
 
 // The driver reaches into node-zookeeper-client in two places (src/ZooKeeperClient.ts, "Library
