@@ -6,7 +6,7 @@
 import { Context, Effect, Layer } from "effect"
 import { DictatorConfig } from "./Config.js"
 import { Event, type Plan, type Role } from "./domain/Controller.js"
-import type { HealthState } from "./domain/Health.js"
+import { type HealthState, lastInfo } from "./domain/Health.js"
 import type { MasterView, MemberRecord } from "./domain/Records.js"
 import * as Campaign from "./node/Campaign.js"
 import * as Controller from "./node/Controller.js"
@@ -74,14 +74,18 @@ const lifecycle = Effect.gen(function* () {
   yield* Effect.addFinalizer(() =>
     Effect.gen(function* () {
       yield* mode.set("stopping")
-      // A refusal is logged by the handover; the node exits fenced.
-      yield* inOwnFiber(controller.withPermit(Effect.ignore(handover.run("shutdown"))))
+      yield* Effect.logInfo("shutting down: handing the master role over if this node holds it")
+      const outcome = yield* inOwnFiber(
+        controller.withPermit(handover.run("shutdown").pipe(Effect.catchAll((e) => Effect.succeed(`handover failed (${e.reason})`))))
+      )
+      yield* Effect.logInfo(`shut down: ${outcome}`)
     })
   )
 
   return DictatorNode.of({
     status: Effect.gen(function* () {
       const s = yield* controller.state.get
+      const health = yield* local.health.get
       return {
         name: config.node.name,
         service: config.svc_name,
@@ -89,9 +93,14 @@ const lifecycle = Effect.gen(function* () {
         enabled: (yield* mode.get) === "enabled",
         session: yield* store.session.get,
         master: yield* store.master.get,
-        health: yield* local.health.get,
+        health,
         plan: s.plan,
-        members: [...(yield* store.members.get).values()]
+        // This node's own offset from its last check; the others' from their records (rewritten
+        // when only the offset moved at most every few seconds: the ranking reads fresh ones).
+        members: [...(yield* store.members.get).values()].map((m) => {
+          const own = m.name === config.node.name ? lastInfo(health) : null
+          return own === null ? m : { ...m, offset: own.offset }
+        })
       }
     }),
     enable: Effect.gen(function* () {

@@ -225,6 +225,10 @@ type Observed = Extract<Event, { readonly _tag: "Observed" }>
 const planLog = (plan: Plan): ReadonlyArray<Action> => {
   switch (plan._tag) {
     case "Idle":
+      // Any node losing ZooKeeper says so, master or not; being disabled is the operator's doing.
+      return plan.reason.startsWith("waiting for ZooKeeper")
+        ? [Action.Log({ level: "Warning", message: `lost ZooKeeper: ${plan.reason}` })]
+        : [Action.Log({ level: "Debug", message: `plan: ${planKey(plan)}` })]
     case "Elect":
       return [Action.Log({ level: "Debug", message: `plan: ${planKey(plan)}` })]
     case "Fence":
@@ -302,6 +306,9 @@ export const fenceAfter = (configuredMs: number, negotiatedTimeoutMs: number | u
   negotiatedTimeoutMs === undefined ? configuredMs : Math.min(configuredMs, Math.floor(negotiatedTimeoutMs / 2))
 
 const observe = (s: ControllerState, e: Observed, settings: Settings): readonly [ControllerState, ReadonlyArray<Action>] => {
+  // At start, nothing is decided before the local Redis's first check: "not healthy" would only
+  // be "not checked yet", and a normal start would begin with a fencing warning.
+  if (s.plan === null && e.health._tag === "Unknown") return [s, []]
   const fenceAfterMs = fenceAfter(settings.fenceAfterMs, e.session.timeoutMs)
   const owned =
     e.session.status === "connected" ? e.master._tag === "Present" && e.master.owner === e.session.sessionId : s.owned

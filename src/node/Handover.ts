@@ -28,7 +28,8 @@ export class HandoverRefused extends Data.TaggedError("HandoverRefused")<{ reado
 export type HandoverCause = "shutdown" | "disable"
 
 export interface HandoverService {
-  readonly run: (cause: HandoverCause) => Effect.Effect<void, HandoverRefused>
+  /** What it did, in words (for the shutdown's last line). */
+  readonly run: (cause: HandoverCause) => Effect.Effect<string, HandoverRefused>
 }
 
 export class Handover extends Context.Tag("dictator/Handover")<Handover, HandoverService>() {}
@@ -78,12 +79,13 @@ export const make = Effect.gen(function* () {
       )
       if (Option.isNone(next)) {
         yield* Effect.logWarning(`handover: ${successor} did not take over within ${config.handover_timeout_ms} ms; leaving writes paused`)
-        return
+        return `handed over to ${successor}, which did not take over in time: writes left paused`
       }
       yield* local.connection.replicaOf(next.value)
       yield* local.connection.unpause
       yield* controller.feed(Event.Unpaused())
       yield* Effect.logInfo(`handover done: ${next.value.name} is master; local Redis now replicates from it`)
+      return `handed over to ${next.value.name}; the local Redis replicates from it`
     })
 
   /** No replica can take the data: keep the role (disable) or stay fenced (shutdown). */
@@ -93,7 +95,8 @@ export const make = Effect.gen(function* () {
         yield* Effect.logWarning(`cannot hand over: ${reason}; exiting with the local Redis fenced (writes paused) rather than handing its data to a lagging replica`)
         yield* membership.remove
         yield* store.removeMaster(view).pipe(Effect.ignore)
-        return yield* controller.feed(Event.Released())
+        yield* controller.feed(Event.Released())
+        return `fenced (${reason}): the local Redis is left with writes paused`
       }
       // Still ours: lift the pause only on proof, as any loosening.
       if (yield* store.confirmOwnership) {
@@ -114,7 +117,8 @@ export const make = Effect.gen(function* () {
         yield* Effect.logWarning("handover: no healthy replica to hand over to; releasing the znodes and leaving writes paused")
         yield* membership.remove
         yield* store.removeMaster(view)
-        return yield* controller.feed(Event.Released())
+        yield* controller.feed(Event.Released())
+        return "released the znodes with no replica to hand over to: the local Redis is left with writes paused"
       }
       const target = yield* caughtUp(members.filter((m) => m.priority > 0 && m.healthy), offset)
       if (Option.isNone(target)) {
@@ -125,7 +129,7 @@ export const make = Effect.gen(function* () {
       yield* membership.remove
       yield* store.handOver(view, successor)
       yield* controller.feed(Event.Released())
-      yield* follow(successor)
+      return yield* follow(successor)
     })
 
   const run = (cause: HandoverCause) =>
@@ -134,15 +138,19 @@ export const make = Effect.gen(function* () {
       const view = yield* store.master.get
       const session = yield* store.session.get
       const owned = (yield* controller.state.get).owned
-      if (!owned || view === null || view._tag !== "Present") return yield* membership.remove
+      if (!owned || view === null || view._tag !== "Present") {
+        yield* membership.remove
+        return "not the master: member record removed"
+      }
       if (session.status !== "connected") {
         // Ownership can be neither handed over nor proven: the session may expire any moment.
         const reason = `ZooKeeper is ${session.status}`
         if (cause === "disable") return yield* new HandoverRefused({ reason: `${reason}; try again once it is back` })
         yield* Effect.logWarning(`cannot hand over: ${reason}; fencing the local Redis (writes paused) before exiting`)
-        return yield* fence
+        yield* fence
+        return `fenced (${reason}): the local Redis is left with writes paused`
       }
-      yield* asMaster(cause, view)
+      return yield* asMaster(cause, view)
     }).pipe(
       Effect.timeoutFail({
         duration: Duration.millis(2 * config.handover_timeout_ms + 2000),

@@ -115,6 +115,20 @@ describe("step: acting on a snapshot (Observed)", () => {
     })
   }
 
+  it("at start nothing is decided (or logged) before the local Redis's first check", () => {
+    const [s0, out] = step(initialState, observed({ master: { _tag: "Absent" }, health: { _tag: "Unknown" } }), settings)
+    expect(s0).toEqual(initialState)
+    expect(out).toEqual([])
+    const [s1, out1] = step(s0, observed({ master: { _tag: "Absent" }, health: asMaster }), settings)
+    expect(s1.role).toBe("candidate")
+    expect(logs(out1)).toEqual(["Debug: plan: Elect"])
+  })
+
+  it("a replica that loses ZooKeeper says so once, as a warning", () => {
+    const [, out] = step(following, observed({ session: disconnected(9990) }), settings)
+    expect(logs(out)).toEqual(["Warning: lost ZooKeeper: waiting for ZooKeeper (disconnected)"])
+  })
+
   it("ownership is taken from the snapshot while connected and kept while disconnected", () => {
     expect(step(initialState, observed({ master: mine, health: asMaster }), settings)[0].owned).toBe(true)
     expect(step({ ...initialState, owned: true }, observed({ master: theirs }), settings)[0].owned).toBe(false)
