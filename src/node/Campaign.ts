@@ -128,7 +128,17 @@ export const make = Effect.gen(function* () {
         return []
       }
       const view = yield* store.refreshMaster
-      const result = yield* Effect.either(Effect.zipRight(local.connection.replicaOf(null), local.connection.unpause))
+      // The znode was just created by this session through the quorum: that is the proof every
+      // loosening needs (invariant 9), so the Redis takes writes at once, alone until replicas
+      // link (min-replicas-to-write 0; the controller raises it when they do).
+      const result = yield* Effect.either(
+        Effect.all([
+          local.connection.replicaOf(null),
+          local.connection.unpause,
+          local.connection.configSet("min-replicas-max-lag", String(config.min_replicas_max_lag)),
+          local.connection.configSet("min-replicas-to-write", "0")
+        ])
+      )
       if (Either.isLeft(result)) {
         yield* Effect.logError(`promotion failed (${result.left.message}): giving the master znode back`)
         if (view._tag === "Present") yield* store.removeMaster(view).pipe(Effect.ignore)
@@ -139,7 +149,7 @@ export const make = Effect.gen(function* () {
       if (previous !== null && previous.record.name !== self.name) {
         yield* Effect.forkIn(demoteOrphan({ name: previous.record.name, address: previous.record }), scope)
       }
-      return [Event.Elected(), Event.Promoted()]
+      return [Event.Elected(), Event.Promoted(), Event.MinReplicasApplied({ value: 0 })]
     })
 
   return { contend, demoteOrphan, promote } satisfies CampaignService
