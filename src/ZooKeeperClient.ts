@@ -3,8 +3,9 @@
  * with its own liveness check (DESIGN.md invariant 8). The contract it implements (model, errors,
  * watch streams) is in ZooKeeper.ts.
  *
- * Pieces, in order: options and codecs; the few library internals the driver needs (one place);
- * the session state machine (pure); connecting; the liveness loop; request plumbing; the service.
+ * Pieces, in order: options and codecs; connecting; the liveness loop; request plumbing; the
+ * service. The library internals it reaches are in ZooKeeperInternals.ts, the session state
+ * machine and the liveness timings (pure) in ZooKeeperSession.ts.
  */
 import { Deferred, Duration, Effect, Fiber, Layer, Option, Ref, Runtime, Scope, SubscriptionRef } from "effect"
 import * as dns from "node:dns"
@@ -12,6 +13,8 @@ import * as net from "node:net"
 import { performance } from "node:perf_hooks"
 import zookeeper from "node-zookeeper-client"
 import { reconnectSchedule } from "./Retry.js"
+import { connectionManagerOf, currentServer, dropConnection, harden, withExactVersion } from "./ZooKeeperInternals.js"
+import { type DriverEvent, livenessFor, nextSession } from "./ZooKeeperSession.js"
 import {
   type CreateMode,
   type SessionInfo,
@@ -103,136 +106,6 @@ const sessionHex = (client: zookeeper.Client): string => client.getSessionId().t
 
 /** Milliseconds on a clock that never jumps (liveness must not trust the wall clock). */
 const monotonicMs = (): number => performance.now()
-
-// ---------------------------------------------------------------------------------------------
-// Library internals: everything this driver needs that node-zookeeper-client (1.1.x) does not
-// expose. test/ZooKeeperClient.test.ts fails if a new version of the library changes any of it.
-
-interface ConnectionManagerInternals {
-  readonly socket?: net.Socket
-  /** Bytes of a reply not complete yet. The library keeps them across sockets. */
-  pendingBuffer: Buffer | null
-  connect: () => void
-  onSocketData: (buffer: Buffer) => void
-}
-
-interface TransactionInternals {
-  readonly ops: Array<{ version?: number }>
-}
-
-const connectionManagerOf = (client: zookeeper.Client): ConnectionManagerInternals =>
-  (client as unknown as { readonly connectionManager: ConnectionManagerInternals }).connectionManager
-
-/** "host:port" of the server the client's socket is connected to now, if any. */
-export const currentServer = (client: zookeeper.Client): string | undefined => {
-  const s = connectionManagerOf(client).socket
-  return s?.remoteAddress === undefined ? undefined : `${s.remoteAddress}:${s.remotePort}`
-}
-
-/**
- * Closes the client's connection without closing its session. The library then fails the
- * requests in flight with CONNECTION_LOSS, reports DISCONNECTED and connects to the next server
- * of its list with the same session id and password, as the Java client does: the server answers
- * with the session (still alive on the quorum) or with "expired". This is the only way to leave
- * a silent server: the library has no read timeout of its own.
- */
-export const dropConnection = (client: zookeeper.Client): void => {
-  connectionManagerOf(client).socket?.destroy()
-}
-
-/**
- * Two flaws of the library that turn a connection dropped mid-reply into a crashed daemon:
- * - the bytes of a partial reply are kept when the socket closes and read as the start of the
- *   next socket's first reply (a new server's handshake), so everything after is garbage;
- * - what it throws while parsing a reply (e.g. "Unknown code: …" for a garbage error code) is
- *   thrown from a socket event: an uncaught exception.
- * Each new socket starts with no pending bytes, and a reply that cannot be parsed drops the
- * connection, which the library reconnects like any other (`onParseError` tells why).
- */
-export const harden = (client: zookeeper.Client, onParseError: (e: unknown) => void): void => {
-  const cm = connectionManagerOf(client)
-  const connect = cm.connect.bind(cm)
-  cm.connect = () => {
-    cm.pendingBuffer = null
-    connect()
-  }
-  const onSocketData = cm.onSocketData.bind(cm)
-  cm.onSocketData = (buffer) => {
-    try {
-      onSocketData(buffer)
-    } catch (e) {
-      cm.pendingBuffer = null
-      onParseError(e)
-      cm.socket?.destroy()
-    }
-  }
-}
-
-/**
- * Adds a versioned op to a transaction with exactly `version`: the library's check/setData/remove
- * write `version || -1`, so version 0 would silently become "any version".
- */
-export const withExactVersion = (tx: zookeeper.Transaction, version: number): zookeeper.Transaction => {
-  const ops = (tx as unknown as TransactionInternals).ops
-  ops[ops.length - 1]!.version = version
-  return tx
-}
-
-// ---------------------------------------------------------------------------------------------
-// The session as the node sees it: a pure state machine over the driver's events
-
-export type DriverEvent =
-  /** A brand-new session (first connection, or after expiry). */
-  | { readonly _tag: "Established"; readonly sessionId: string; readonly timeoutMs: number; readonly at: number }
-  /** The same session answers again (possibly through another server). */
-  | { readonly _tag: "Resumed"; readonly generation: number; readonly at: number }
-  /** No answer since `lastAnswerAt`: the connection is lost, or silent. */
-  | { readonly _tag: "Lost"; readonly generation: number; readonly lastAnswerAt: number }
-  | { readonly _tag: "Expired"; readonly generation: number; readonly at: number }
-
-/**
- * Next session state. Events of an older generation (a closed client's late callbacks) change
- * nothing; "expired" stays until a new session replaces it; a disconnection keeps the time of
- * the first answer missed, so repeated "lost" events do not move the fencing clock forward.
- */
-export const nextSession = (s: SessionInfo, e: DriverEvent): SessionInfo => {
-  if (e._tag === "Established") {
-    return { status: "connected", sessionId: e.sessionId, generation: s.generation + 1, since: e.at, timeoutMs: e.timeoutMs }
-  }
-  if (e.generation !== s.generation || s.status === "expired") return s
-  switch (e._tag) {
-    case "Resumed":
-      return s.status === "connected" ? s : { ...s, status: "connected", since: e.at }
-    case "Lost":
-      return s.status === "disconnected" ? s : { ...s, status: "disconnected", since: e.lastAnswerAt }
-    case "Expired":
-      return { ...s, status: "expired", since: e.at }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Liveness timings
-
-export interface Liveness {
-  /** How often the driver asks the server something when nothing else did. */
-  readonly probeEveryMs: number
-  /** Longest silence of the server (or of a handshake in progress) before the connection is dropped. */
-  readonly deadlineMs: number
-}
-
-/**
- * From the negotiated session timeout T: a probe every T/6 and a deadline of T/3 after the last
- * answer. The server expires the session T after it last heard from us, so T/3 leaves 2T/3 to
- * find another server (two more tries of T/3 if the next one is silent too), and the fencing
- * clock (`since` = the last answer) is the same one a closed connection would start.
- * A healthy server answers a probe in well under T/6, so it is never dropped. With a silence
- * limit under T/3 (the node's fence_after_ms), the deadline is that limit and the probe comes at
- * half of it: a silent server is then noticed, and fenced against, within the limit.
- */
-export const livenessFor = (sessionTimeoutMs: number, silenceLimitMs?: number): Liveness => {
-  const deadlineMs = Math.max(100, Math.floor(Math.min(sessionTimeoutMs / 3, silenceLimitMs ?? Infinity)))
-  return { probeEveryMs: Math.max(50, Math.floor(deadlineMs / 2)), deadlineMs }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Connecting

@@ -4,7 +4,9 @@ import { createRequire } from "node:module"
 import * as net from "node:net"
 import zookeeper from "node-zookeeper-client"
 import { type SessionInfo, type WatchPrimitives, watchDataStream, ZkConnectionLost, ZkError, type ZkFailure, type ZkNode } from "../src/ZooKeeper.js"
-import { connectionString, currentServer, dropConnection, harden, livenessFor, make, nextSession, withExactVersion } from "../src/ZooKeeperClient.js"
+import { connectionString, make } from "../src/ZooKeeperClient.js"
+import { currentServer, dropConnection, harden, withExactVersion } from "../src/ZooKeeperInternals.js"
+import { livenessFor, nextSession } from "../src/ZooKeeperSession.js"
 
 describe("connectionString", () => {
   it.each([
