@@ -268,7 +268,7 @@ export const router = (ready: NodeReady) =>
       "/status",
       withNode(ready, (node) =>
         Effect.gen(function* () {
-          const status = yield* node.status
+          const status = yield* node.statusNow
           return (yield* wantsJson)
             ? yield* HttpServerResponse.json(statusJson(status)).pipe(Effect.orDie)
             : HttpServerResponse.text(statusText(status))

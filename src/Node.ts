@@ -38,6 +38,11 @@ export interface NodeStatus {
 
 export interface DictatorNodeService {
   readonly status: Effect.Effect<NodeStatus>
+  /**
+   * The status with every member's offset as its Redis has it now (read from each, bounded by
+   * check_timeout_ms; a Redis that does not answer keeps its record's): for people and scripts.
+   */
+  readonly statusNow: Effect.Effect<NodeStatus>
   /** Rejoins the election; false when already enabled. */
   readonly enable: Effect.Effect<boolean>
   /**
@@ -70,6 +75,7 @@ const lifecycle = Effect.gen(function* () {
   const controller = yield* Controller.Controller
   const handover = yield* Handover.Handover
   const membership = yield* Membership.Membership
+  const peers = yield* Peers
 
   yield* Effect.addFinalizer(() =>
     Effect.gen(function* () {
@@ -82,9 +88,18 @@ const lifecycle = Effect.gen(function* () {
     })
   )
 
-  return DictatorNode.of({
-    status: Effect.gen(function* () {
-      const s = yield* controller.state.get
+  /** Members' records carry an offset rewritten alone at most every few seconds: read it now. */
+  const currentOffset = (m: MemberRecord): Effect.Effect<MemberRecord> =>
+    m.name === config.node.name
+      ? Effect.succeed(m)
+      : peers.use(m, (c) => c.replication).pipe(
+          Effect.timeout(`${config.check_timeout_ms} millis`),
+          Effect.map((info) => ({ ...m, offset: info.offset })),
+          Effect.orElseSucceed(() => m)
+        )
+
+  const status = Effect.gen(function* () {
+    const s = yield* controller.state.get
       const health = yield* local.health.get
       return {
         name: config.node.name,
@@ -102,7 +117,13 @@ const lifecycle = Effect.gen(function* () {
           return own === null ? m : { ...m, offset: own.offset }
         })
       }
-    }),
+  })
+
+  return DictatorNode.of({
+    status,
+    statusNow: Effect.flatMap(status, (st) =>
+      Effect.map(Effect.forEach(st.members, currentOffset, { concurrency: "unbounded" }), (members) => ({ ...st, members }))
+    ),
     enable: Effect.gen(function* () {
       if ((yield* mode.get) !== "disabled") return false
       yield* Effect.logInfo("enabled: rejoining the election")

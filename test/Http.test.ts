@@ -187,6 +187,7 @@ describe("statusText", () => {
 
 const nodeWith = (status: NodeStatus): DictatorNodeService => ({
   status: Effect.succeed(status),
+  statusNow: Effect.succeed(status),
   enable: Effect.succeed(false),
   disable: Effect.succeed(false)
 })

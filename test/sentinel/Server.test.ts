@@ -288,6 +288,7 @@ describe("sentinel endpoint: follow", () => {
       let current = status({ self: 1 })
       const node: DictatorNodeService = {
         status: Effect.sync(() => current as unknown as NodeStatus),
+        statusNow: Effect.sync(() => current as unknown as NodeStatus),
         enable: Effect.succeed(false),
         disable: Effect.succeed(false)
       }
