@@ -40,8 +40,6 @@ export interface StoreService {
   readonly members: Subscribable.Subscribable<ReadonlyMap<string, MemberRecord>>
   /** The most members seen at once since start: the service's size, for the votes' quorum. */
   readonly largestMembership: Effect.Effect<number>
-  /** Creates the service's persistent path, retrying with backoff until ZooKeeper answers. */
-  readonly ensureService: Effect.Effect<void>
   /** Creates the master znode naming `record` and bumps the epoch, atomically; false when another exists. */
   readonly createMaster: (record: MasterRecord, extra: Record<string, unknown>) => Effect.Effect<boolean, ZkFailure | ZkNoNode | ZkBadVersion>
   /** Reads the master znode through the server and publishes it as `master`. */
@@ -241,12 +239,12 @@ export const make = Effect.gen(function* () {
   const { config } = yield* DictatorConfig
   const zk = yield* ZooKeeper
   const paths = servicePaths(config.svc_name)
-  const ensureService = zk.ensurePath(paths.service).pipe(
+  // The service's persistent path, before anything watches or writes under it.
+  yield* zk.ensurePath(paths.service).pipe(
     Effect.tapError((e) => Effect.logWarning(`cannot create ${paths.service} (${e.message}); retrying with backoff`)),
     Effect.retry(reconnectSchedule),
     Effect.orDie // the schedule never ends
   )
-  yield* ensureService
   const { lastMaster, master } = yield* watchMaster(zk, paths)
   const { largestMembership, members } = yield* watchMembers(zk, paths)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
@@ -256,7 +254,6 @@ export const make = Effect.gen(function* () {
     lastMaster: Ref.get(lastMaster),
     members,
     largestMembership,
-    ensureService,
     createMaster: createMaster(zk, paths),
     readMaster,
     refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),
