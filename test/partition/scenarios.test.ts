@@ -1,12 +1,12 @@
 /**
- * Network partitions on real network namespaces (issue 8; scenarios 1, 2, 4, 5 and 6 here, the
- * ones today's code does not survive yet — 3 and 7 — in unsafe.test.ts): a 3-server ZooKeeper
+ * Network partitions on real network namespaces (issue 8, scenarios 1–7): a 3-server ZooKeeper
  * ensemble and three Redis + dictator hosts, each in a namespace of its own, cut apart with
  * nftables drop rules while a writer follows the master znode, a stale client stays on the old
  * master and a checker samples which Redis accepts writes.
  *
  * After each: the time two Redis accepted writes (≤ OVERLAP_BOUND_MS), acknowledged writes lost
- * (only those acknowledged within PARTITION_WINDOW_MS of the cut), no failover where no Redis and
+ * (only those acknowledged within PARTITION_WINDOW_MS of the cut — DEPOSITION_WINDOW_MS for 3,
+ * where the old master's dictator loses nothing it can see), no failover where no Redis and
  * no quorum was lost (4, 5), at most one failover per fault (6), convergence within
  * CONVERGE_AFTER_HEAL_MS of the heal with every old master a linked replica of the current one.
  */
@@ -16,7 +16,7 @@ import { netnsSupport } from "../support/netns.js"
 import { masterOf } from "../chaos/topology.js"
 import { requireNetns } from "./support.js"
 import { expectFencedFailover, expectNoFailover, expectSafe, replicasOf } from "./assertions.js"
-import { PartTopo, ZK_HOSTS, allBut, partition, partitionLayer, partitionScenario, zkServerOf } from "./topology.js"
+import { DEPOSITION_WINDOW_MS, PartTopo, ZK_HOSTS, allBut, partition, partitionLayer, partitionScenario, zkServerOf } from "./topology.js"
 
 const support = await netnsSupport()
 const now = Clock.currentTimeMillis
@@ -31,10 +31,9 @@ describe.skipIf(requireNetns(support))("partition", () => {
           const { outcome: o, figures: f } = yield* partitionScenario(t, "4-replica-cut", "4. replica cut off", ({ before }) =>
             Effect.gen(function* () {
               const replica = replicasOf(t, { before })[0]!
-              const faultAt = yield* now
-              yield* partition(t, [{ host: replica, peers: allBut(t, replica) }])
+              const cut = yield* partition(t, [{ host: replica, peers: allBut(t, replica) }])
               yield* Effect.sleep("10 seconds")
-              return { faultAt }
+              return cut
             })
           )
           expectNoFailover(o, f)
@@ -48,10 +47,9 @@ describe.skipIf(requireNetns(support))("partition", () => {
           const { outcome: o, figures: f } = yield* partitionScenario(t, "5-zk-cut", "5. master's ZooKeeper server cut from its peers", ({ before }) =>
             Effect.gen(function* () {
               const zk = yield* zkServerOf(t, masterOf(t, before))
-              const faultAt = yield* now
-              yield* partition(t, [{ host: zk, peers: ZK_HOSTS.filter((z) => z !== zk) }])
+              const cut = yield* partition(t, [{ host: zk, peers: ZK_HOSTS.filter((z) => z !== zk) }])
               yield* Effect.sleep("15 seconds")
-              return { faultAt }
+              return cut
             })
           )
           expectNoFailover(o, f)
@@ -65,10 +63,9 @@ describe.skipIf(requireNetns(support))("partition", () => {
           const { outcome: o, figures: f } = yield* partitionScenario(t, "1-master-isolated", "1. master host isolated", ({ before }) =>
             Effect.gen(function* () {
               const old = before.master.name
-              const faultAt = yield* now
-              yield* partition(t, [{ host: old, peers: allBut(t, old) }])
+              const cut = yield* partition(t, [{ host: old, peers: allBut(t, old) }])
               yield* Effect.sleep("8 seconds")
-              return { faultAt }
+              return cut
             })
           )
           expectFencedFailover(o, f)
@@ -80,12 +77,31 @@ describe.skipIf(requireNetns(support))("partition", () => {
           const t = yield* PartTopo
           const { outcome: o, figures: f } = yield* partitionScenario(t, "2-master-zk-cut", "2. master cut from ZooKeeper", ({ before }) =>
             Effect.gen(function* () {
-              const faultAt = yield* now
-              yield* partition(t, [{ host: before.master.name, peers: [...ZK_HOSTS] }])
+              const cut = yield* partition(t, [{ host: before.master.name, peers: [...ZK_HOSTS] }])
               yield* Effect.sleep("12 seconds")
-              return { faultAt }
+              return cut
             })
           )
+          expectFencedFailover(o, f)
+        })
+      )
+
+      it.effect("3. the master's Redis unreachable from the replicas only, every dictator reaching ZooKeeper, for 10 s: deposed by its replicas' votes, silent within the deposition window, one failover, never two writers", () =>
+        Effect.gen(function* () {
+          const t = yield* PartTopo
+          const { outcome: o, figures: f } = yield* partitionScenario(t, "3-asymmetric", "3. master's Redis unreachable from the replicas", ({ before }) =>
+            Effect.gen(function* () {
+              const master = masterOf(t, before)
+              const cut = yield* partition(t, [
+                { host: master.name, peers: replicasOf(t, { before }), direction: "in", localPorts: [master.redis.port] }
+              ])
+              yield* Effect.sleep("10 seconds")
+              return cut
+            }),
+            // Nothing the old master's dictator sees is cut: it stops when deposed (topology.ts).
+            DEPOSITION_WINDOW_MS
+          )
+          expect(f.maxOverlapMs, "two Redis accepted writes at once").toBe(0)
           expectFencedFailover(o, f)
         })
       )
@@ -113,6 +129,27 @@ describe.skipIf(requireNetns(support))("partition", () => {
             expect(f.oldAckedAfterNewWritable, "writes the old master acknowledged after a new one accepted writes").toBe(0)
           }
           expectSafe(o, f)
+        })
+      )
+      it.effect("7. a clean split, master + one ZooKeeper server vs two replicas + two ZooKeeper servers, for 12 s: the minority fenced within the window", () =>
+        Effect.gen(function* () {
+          const t = yield* PartTopo
+          const { outcome: o, figures: f } = yield* partitionScenario(t, "7-split", "7. majority/minority split", ({ before }) =>
+            Effect.gen(function* () {
+              const old = before.master.name
+              // The master's own ZooKeeper server goes with it: its session is on the minority side.
+              const zk = yield* zkServerOf(t, masterOf(t, before))
+              const minority = [old, zk]
+              const majority = allBut(t, ...minority)
+              const cut = yield* partition(
+                t,
+                minority.map((host) => ({ host, peers: majority }))
+              )
+              yield* Effect.sleep("12 seconds")
+              return cut
+            })
+          )
+          expectFencedFailover(o, f)
         })
       )
     }
