@@ -36,9 +36,6 @@ export default defineConfig({
           // Network partitions on Linux network namespaces (root, iproute2, nftables; issue 8).
           name: "partition",
           include: ["test/partition/**/*.test.ts"],
-          // Scenarios that still fail on known, open safety bugs (see README, Partition tests):
-          // kept, and run with DICTATOR_PENDING=1 until their fixes land.
-          exclude: process.env["DICTATOR_PENDING"] === "1" ? [] : ["test/partition/unsafe.test.ts"],
           pool: "forks",
           poolOptions: { forks: { singleFork: true } },
           testTimeout: 300_000,

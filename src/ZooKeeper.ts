@@ -153,6 +153,16 @@ export interface ZooKeeperService {
    * tree, as ZooKeeper's own sync does.
    */
   readonly sync: (path: string) => Effect.Effect<void, ZkFailure>
+  /**
+   * Which liveness probe the driver sends when nothing else answered for a probe period
+   * (DESIGN.md invariant 8). Off (the default): a local read, which any live server answers,
+   * even one cut off from its quorum until it notices (syncLimit × tickTime). On: a request only
+   * the leader can answer, and only with a quorum behind it; while none comes, the connection
+   * counts as lost from the last one (so a master fences on time) and the driver moves to
+   * another server, keeping the session. For the master only: one quorum round trip per probe
+   * period. Setting the mode it already has does nothing.
+   */
+  readonly quorumProbe: (on: boolean) => Effect.Effect<void>
   /** Children of `path`, sorted; empty when `path` does not exist. */
   readonly children: (path: string) => Effect.Effect<ReadonlyArray<string>, ZkFailure>
   /**

@@ -188,6 +188,12 @@ interface Connection {
   readonly expired: Deferred.Deferred<void>
   /** Monotonic ms of the last answer from a server (any reply, or the handshake). */
   lastAnswer: number
+  /**
+   * Monotonic ms at which the last request the quorum answered was sent (a write or a sync that
+   * succeeded, the session handshake): the quorum was there at some point after it. The clock
+   * of the quorum-backed probe; the send time, not the reply's, so it never claims too much.
+   */
+  lastQuorumAnswer: number
   /** Monotonic ms since which the library is trying to reconnect; undefined while connected. */
   reconnectingSince: number | undefined
   /** The socket of the reconnection attempt in progress and when the liveness loop first saw it. */
@@ -196,6 +202,8 @@ interface Connection {
 
 interface Driver {
   readonly session: SubscriptionRef.SubscriptionRef<SessionInfo>
+  /** The probe in use: quorum-backed (the master's) or a local read. Read from library callbacks too. */
+  readonly probe: { quorum: boolean }
   readonly current: Ref.Ref<Connection | undefined>
   readonly publish: (e: DriverEvent) => Effect.Effect<void>
   /** Wall-clock millis of a monotonic instant, for `since`. */
@@ -217,6 +225,7 @@ const makeDriverState = Effect.gen(function* () {
   const driver: Driver = {
     run: (effect) => void Runtime.runFork(runtime)(effect),
     session,
+    probe: { quorum: false },
     current,
     // Only a change is published (SubscriptionRef publishes every set, even of the same value):
     // subscribers see each state once. The lock orders events that arrive from several fibers.
@@ -232,6 +241,9 @@ const makeDriverState = Effect.gen(function* () {
   return driver
 })
 
+/** The answer the liveness check and the fencing clock go by: the quorum's in quorum mode. */
+const livenessClock = (d: Driver, conn: Connection): number => (d.probe.quorum ? conn.lastQuorumAnswer : conn.lastAnswer)
+
 /**
  * Follows the library's state events of one client. They arrive from its callbacks, outside
  * any fiber; each becomes a driver event of this connection's generation, so a late event of a
@@ -244,6 +256,9 @@ const followClientState = (d: Driver, conn: Connection) => {
     if (state === zookeeper.State.SYNC_CONNECTED || state === zookeeper.State.CONNECTED_READ_ONLY) {
       const away = conn.reconnectingSince === undefined ? 0 : Math.round(now - conn.reconnectingSince)
       conn.lastAnswer = now
+      // A session re-attached through a follower was revalidated by the leader; either way the
+      // quorum-backed probe gets a full deadline on the new server before it must answer.
+      conn.lastQuorumAnswer = now
       conn.reconnectingSince = undefined
       run(
         Effect.zipRight(
@@ -255,7 +270,7 @@ const followClientState = (d: Driver, conn: Connection) => {
       )
     } else if (state === zookeeper.State.DISCONNECTED) {
       conn.reconnectingSince ??= now
-      run(Effect.flatMap(d.wallOf(conn.lastAnswer), (lastAnswerAt) => d.publish({ _tag: "Lost", generation: conn.generation, lastAnswerAt })))
+      run(Effect.flatMap(d.wallOf(livenessClock(d, conn)), (lastAnswerAt) => d.publish({ _tag: "Lost", generation: conn.generation, lastAnswerAt })))
     } else if (state === zookeeper.State.EXPIRED) {
       run(
         Effect.flatMap(d.wallOf(now), (at) => d.publish({ _tag: "Expired", generation: conn.generation, at })).pipe(
@@ -280,12 +295,15 @@ const establish = (d: Driver, connectString: string, options: ZooKeeperOptions) 
       Effect.orDie
     )
     const previous = yield* SubscriptionRef.get(d.session)
+    const connectedAt = monotonicMs()
     const conn: Connection = {
       client,
       generation: previous.generation + 1,
       timeoutMs: client.getSessionTimeout(),
       expired: yield* Deferred.make<void>(),
-      lastAnswer: monotonicMs(),
+      lastAnswer: connectedAt,
+      // A new session is created through the leader, with a quorum.
+      lastQuorumAnswer: connectedAt,
       reconnectingSince: undefined,
       handshake: undefined
     }
@@ -323,6 +341,10 @@ const sessionLoop = (d: Driver, connectString: string, options: ZooKeeperOptions
  * of the last answer and drop the connection so the library moves to the next server. While the
  * library reconnects, a handshake that hangs past the deadline (a frozen server still accepts
  * TCP) is dropped too. Never ends; the session loop interrupts it on expiry.
+ *
+ * In quorum mode (`quorumProbe(true)`, the master's) only answers the quorum stands behind count
+ * (`lastQuorumAnswer`) and the probe is one: a server cut off from its quorum that still answers
+ * reads locally is dropped like a silent one, within the same deadline.
  */
 const livenessLoop = (d: Driver, conn: Connection, silenceLimitMs: number | undefined) => {
   const { probeEveryMs, deadlineMs } = livenessFor(conn.timeoutMs, silenceLimitMs)
@@ -335,19 +357,25 @@ const livenessLoop = (d: Driver, conn: Connection, silenceLimitMs: number | unde
     const now = monotonicMs()
     const stalled = now - lastTickEnd > sleepMs + stallMs
     if (conn.reconnectingSince !== undefined) return yield* watchHandshake(conn, deadlineMs, now)
-    if (now - conn.lastAnswer < probeEveryMs) return
+    const quorum = d.probe.quorum
+    const last = livenessClock(d, conn)
+    if (now - last < probeEveryMs) return
+    const ask = quorum ? quorumProbe : probe
     // After a stall of our own, the server gets a fresh probe period to answer.
-    let heard = yield* probe(conn, Math.max(deadlineMs - (now - conn.lastAnswer), stalled ? probeEveryMs : 0))
-    if (!heard && monotonicMs() - now > Math.max(deadlineMs - (now - conn.lastAnswer), 0) + stallMs) {
+    let heard = yield* ask(conn, Math.max(deadlineMs - (now - last), stalled ? probeEveryMs : 0))
+    if (!heard && monotonicMs() - now > Math.max(deadlineMs - (now - last), 0) + stallMs) {
       // The wait itself overran (timers run before pending reads when a paused process resumes).
-      heard = yield* probe(conn, probeEveryMs)
+      heard = yield* ask(conn, probeEveryMs)
     }
     if (heard) return
-    const silentFor = monotonicMs() - conn.lastAnswer
+    const lastNow = livenessClock(d, conn)
+    const silentFor = monotonicMs() - lastNow
     const server = currentServer(conn.client) ?? "server"
-    yield* d.publish({ _tag: "Lost", generation: conn.generation, lastAnswerAt: yield* d.wallOf(conn.lastAnswer) })
+    yield* d.publish({ _tag: "Lost", generation: conn.generation, lastAnswerAt: yield* d.wallOf(lastNow) })
     yield* Effect.logWarning(
-      `ZooKeeper ${server} silent for ${Math.round(silentFor)} ms (deadline ${deadlineMs} ms of a ${conn.timeoutMs} ms session): dropping the connection to move to another server`
+      quorum
+        ? `ZooKeeper ${server} gave no quorum-backed answer for ${Math.round(silentFor)} ms (deadline ${deadlineMs} ms of a ${conn.timeoutMs} ms session; cut off from its quorum, or silent): dropping the connection to move to another server`
+        : `ZooKeeper ${server} silent for ${Math.round(silentFor)} ms (deadline ${deadlineMs} ms of a ${conn.timeoutMs} ms session): dropping the connection to move to another server`
     )
     conn.reconnectingSince = monotonicMs()
     dropConnection(conn.client)
@@ -394,6 +422,28 @@ const probe = (conn: Connection, budgetMs: number): Effect.Effect<boolean> =>
     })
   }).pipe(Effect.timeoutOption(Duration.millis(Math.max(0, budgetMs))), Effect.map(Option.isSome))
 
+/**
+ * The quorum-backed probe: a multi holding one `check` of "/" at any version (it always succeeds
+ * and changes nothing), which a follower forwards to the leader and the leader commits only with
+ * a quorum — ZooKeeper's own `sync` would not do: a leader cut off from its quorum answers it
+ * until it notices (and node-zookeeper-client cannot parse its reply). True when the quorum
+ * answered (which moves `lastQuorumAnswer` to the send time), or when the library failed it with
+ * a lost connection itself (its DISCONNECTED event covers that); false after `budgetMs` without
+ * a quorum-backed answer, or when the server refused it (it answers, but not for the quorum).
+ */
+const quorumProbe = (conn: Connection, budgetMs: number): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const sentAt = monotonicMs()
+    conn.client
+      .transaction()
+      .check("/", -1)
+      .commit((e) => {
+        if (!e) conn.lastQuorumAnswer = Math.max(conn.lastQuorumAnswer, sentAt)
+        if (!isLocalError(e)) conn.lastAnswer = monotonicMs()
+        resume(Effect.succeed(!e || isLocalError(e)))
+      })
+  }).pipe(Effect.timeoutTo({ duration: Duration.millis(Math.max(0, budgetMs)), onTimeout: () => false, onSuccess: (heard) => heard }))
+
 // ---------------------------------------------------------------------------------------------
 // Requests
 
@@ -404,12 +454,20 @@ type Request = <A, E>(
   mapError: (error: unknown) => E
 ) => Effect.Effect<A, E | ZkConnectionLost>
 
-/** Sends a request on the current client; any reply from the server counts as an answer. */
+/** Requests a server applies only through the leader and a quorum, when they succeed. */
+const quorumOps: ReadonlySet<string> = new Set(["create", "mkdirp", "set", "remove", "multi", "sync"])
+
+/**
+ * Sends a request on the current client; any reply from the server counts as an answer, a
+ * successful write (or sync) as one from the quorum too, as of when it was sent.
+ */
 const requestOn = (d: Driver, requestTimeout: Duration.Duration): Request => <A, E>(op: string, path: string, run: Parameters<Request>[2], mapError: (error: unknown) => E) =>
   Effect.flatMap(Ref.get(d.current), (conn) =>
     Effect.async<A, E>((resume) => {
+      const sentAt = monotonicMs()
       run(conn!.client, (error, value) => {
         if (!isLocalError(error)) conn!.lastAnswer = monotonicMs()
+        if (!error && quorumOps.has(op)) conn!.lastQuorumAnswer = Math.max(conn!.lastQuorumAnswer, sentAt)
         resume(error ? Effect.fail(mapError(error)) : Effect.succeed(value as A))
       })
     })
@@ -431,8 +489,20 @@ const readNode = (c: zookeeper.Client, path: string, cb: (error: unknown, value?
     cb(null, Option.some({ data: new Uint8Array(data ?? Buffer.alloc(0)), stat: toStat(stat) }))
   })
 
+/** Switches the liveness probe; one log line per change. */
+const setQuorumProbe = (d: Driver) => (on: boolean): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    if (d.probe.quorum === on) return Effect.void
+    d.probe.quorum = on
+    return Effect.logInfo(
+      on
+        ? "ZooKeeper liveness probe: through the quorum (this node holds the master znode)"
+        : "ZooKeeper liveness probe: a local read (this node does not hold the master znode)"
+    )
+  })
+
 /** The requests of the service over `request`. */
-const requests = (request: Request): Omit<ZooKeeperService, "session" | "watchData" | "watchChildren"> => {
+const requests = (request: Request): Omit<ZooKeeperService, "session" | "watchData" | "watchChildren" | "quorumProbe"> => {
   type Common = ZkFailure
   const versioned = (op: string, path: string, version: number) => (e: unknown) =>
     isBadVersion(e) ? new ZkBadVersion({ path, version }) : (toFailure(op, path, e) as Common | ZkNoNode)
@@ -547,7 +617,7 @@ export const make = (options: ZooKeeperOptions) =>
       )
     )
     const request = requestOn(d, Duration.decode(options.requestTimeout))
-    return serviceOf(requests(request), watchPrimitives(d, request))
+    return serviceOf({ ...requests(request), quorumProbe: setQuorumProbe(d) }, watchPrimitives(d, request))
   })
 
 export const layer = (options: ZooKeeperOptions): Layer.Layer<ZooKeeper> => Layer.scoped(ZooKeeper, make(options))

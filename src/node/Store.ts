@@ -165,6 +165,26 @@ const removeMaster = (zk: Zk, paths: ServicePaths): StoreService["removeMaster"]
     yield* zk.remove(paths.master, view.version)
   }).pipe(goneAlready)
 
+/**
+ * The master's liveness goes through the quorum (issue 8, scenario 7): while this session holds
+ * the master znode — as last seen, which stays so while disconnected — the driver's probe is one
+ * the leader answers only with a quorum, so a master whose server is cut off from the quorum is
+ * fenced within fence_after_ms although that server still answers reads. Everyone else keeps the
+ * local read: replicas take no writes, and the quorum round trip is paid by the master alone.
+ */
+const followOwnership = (zk: Zk, master: Subscribable.Subscribable<MasterView | null>) =>
+  supervised("quorum-probe")(
+    Stream.zipLatest(master.changes, zk.session.changes).pipe(
+      // Kept while not connected: the view cannot change then, and the znode may still be ours
+      // (that is when the quorum-backed probe matters most).
+      Stream.filter(([, session]) => session.status === "connected"),
+      Stream.map(([view, session]) => view !== null && view._tag === "Present" && session.sessionId !== null && view.owner === session.sessionId),
+      // Not deduplicated here: createMaster switches it on before the watch agrees, and a
+      // promotion given back must switch it off again. The driver ignores a repeated mode.
+      Stream.runForEach(zk.quorumProbe)
+    )
+  )
+
 const createMaster = (zk: Zk, paths: ServicePaths): StoreService["createMaster"] => (record, extra) =>
   Effect.gen(function* () {
     const data = encodeMasterRecord(record, extra)
@@ -176,6 +196,8 @@ const createMaster = (zk: Zk, paths: ServicePaths): StoreService["createMaster"]
       { op: "create", path: paths.master, data, mode: "ephemeral" },
       { op: "set", path: paths.epoch, data, version: -1 }
     ]).pipe(
+      // Ours from now on: the quorum-backed probe before the watch even shows the new znode.
+      Effect.zipRight(zk.quorumProbe(true)),
       Effect.as(true),
       Effect.catchTag("ZkNodeExists", () => Effect.succeed(false))
     )
@@ -247,6 +269,7 @@ export const make = Effect.gen(function* () {
   )
   const { lastMaster, master } = yield* watchMaster(zk, paths)
   const { largestMembership, members } = yield* watchMembers(zk, paths)
+  yield* followOwnership(zk, master)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
   return {
     session: zk.session,

@@ -1,7 +1,8 @@
 /**
  * The node-zookeeper-client driver (src/ZooKeeperClient.ts) against real ZooKeeper servers:
  * versioned transactions honour version 0, the sync barrier, and the driver's own liveness
- * (DESIGN.md invariant 8) when the server it uses freezes, including a session that expires.
+ * (DESIGN.md invariant 8) when the server it uses freezes, including a session that expires, and
+ * the quorum-backed probe when the server answers locally without a quorum.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option, Stream, SubscriptionRef } from "effect"
@@ -104,6 +105,50 @@ describe("ZooKeeperClient against real ZooKeeper", () => {
       // Requests work through the new server.
       yield* zk.sync("/")
       expect(seen.every((s) => s.status !== "expired")).toBe(true)
+    })
+  )
+
+  it.scopedLive("quorum probe: a server whose peers froze still answers reads; the quorum-probing session is lost within the deadline, the local-probing one stays connected", () =>
+    Effect.gen(function* () {
+      // tickTime 2000 and syncLimit 2: the server notices its lost quorum only after ~4 s.
+      const { servers } = yield* zooKeeperEnsemble(3, { tickTime: 2000 })
+      const [alone, ...peers] = servers
+      const silenceLimitMs = 1000
+      const probing = (quorum: boolean) =>
+        Effect.tap(
+          make({
+            hosts: [alone!.connectString],
+            sessionTimeout: "8000 millis",
+            connectTimeout: "3 seconds",
+            requestTimeout: "5 seconds",
+            silenceLimit: `${silenceLimitMs} millis`
+          }),
+          (zk) => zk.quorumProbe(quorum)
+        )
+      const master = yield* probing(true)
+      const replica = yield* probing(false)
+      yield* master.create("/q", bytes("x"), "persistent")
+      const masterSeen = yield* recordSessions(master.session)
+      const replicaSeen = yield* recordSessions(replica.session)
+      // Let a quorum probe or two go through first: idle, they are answered.
+      yield* Effect.sleep(`${silenceLimitMs} millis`)
+      expect(masterSeen, "a healthy ensemble answers the quorum probe").toEqual([])
+      const faultAt = Date.now()
+      yield* Effect.forEach(peers, (p) => p.signal("SIGSTOP"), { discard: true })
+      yield* Effect.addFinalizer(() => Effect.forEach(peers, (p) => p.signal("SIGCONT"), { discard: true }))
+      const lost = yield* waitUntil(
+        "the quorum-probing session lost",
+        Effect.sync(() => Option.fromNullable(masterSeen.find((s) => s.status === "disconnected"))),
+        { timeout: "10 seconds", interval: "20 millis" }
+      )
+      const lostAt = Date.now()
+      // As of the last request the quorum answered, sent before the cut (one every half deadline).
+      expect(lost.since).toBeLessThanOrEqual(faultAt + 50)
+      expect(lost.since).toBeGreaterThanOrEqual(faultAt - silenceLimitMs / 2 - 300)
+      expect(lostAt - faultAt, "lost within the deadline of the last quorum answer").toBeLessThan(silenceLimitMs + 700)
+      // The same server still answers the local probe, and reads.
+      expect(yield* replica.get("/q").pipe(Effect.map(Option.isSome)), "reads answered locally without a quorum").toBe(true)
+      expect(replicaSeen, `the local-probing session: ${JSON.stringify(replicaSeen)}`).toEqual([])
     })
   )
 

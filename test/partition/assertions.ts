@@ -6,7 +6,6 @@ import {
   type FaultTimes,
   type Figures,
   OVERLAP_BOUND_MS,
-  PARTITION_WINDOW_MS,
   type PartitionTopology
 } from "./topology.js"
 
@@ -15,8 +14,8 @@ export const expectSafe = (o: Outcome<FaultTimes>, f: Figures) => {
   expect(f.maxOverlapMs, `two Redis accepted writes at once: ${describeOverlaps(o.report)}`).toBeLessThanOrEqual(OVERLAP_BOUND_MS)
   expect(
     f.lostOutsideWindow,
-    `acknowledged writes lost outside [cut, cut + ${PARTITION_WINDOW_MS} ms]: ${o.lost
-      .filter((a) => a.at < o.result.faultAt || a.at > o.result.faultAt + PARTITION_WINDOW_MS)
+    `acknowledged writes lost outside [cut, cut + ${f.windowMs} ms]: ${o.lost
+      .filter((a) => a.at < o.result.cutStartedAt || a.at > o.result.faultAt + f.windowMs)
       .slice(0, 5)
       .map((a) => `${a.member}@${a.address} ${a.at - o.result.faultAt} ms`)
       .join(", ")}`
@@ -26,13 +25,13 @@ export const expectSafe = (o: Outcome<FaultTimes>, f: Figures) => {
   expect(o.after.replicas, "every other Redis (old masters too) a linked replica of the master").toHaveLength(2)
 }
 
-/** The old master was cut from its quorum: one failover, and it stopped acknowledging in the window, before the new master took writes. */
+/** The old master was cut off (or deposed): one failover, and it stopped acknowledging in the scenario's window, before the new master took writes. */
 export const expectFencedFailover = (o: Outcome<FaultTimes>, f: Figures) => {
   expect(f.failovers, "one failover").toBe(1)
   expect(o.after.master.name, "a new master").not.toBe(o.before.master.name)
   expect(o.after.replicas, "the old master rejoined as a replica").toContain(o.before.master.name)
   expect(f.oldMasterLastAckAfterMs ?? 0, `the old master acknowledged writes until ${f.oldMasterLastAckAfterMs} ms after the cut`).toBeLessThanOrEqual(
-    PARTITION_WINDOW_MS
+    f.windowMs
   )
   expect(f.oldAckedAfterNewWritable, "writes the old master acknowledged after the new one accepted writes").toBe(0)
   expectSafe(o, f)

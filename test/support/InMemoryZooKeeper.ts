@@ -57,6 +57,8 @@ interface Client {
   expiredWhileAway: boolean
   /** Watch events that fired while disconnected, delivered on reconnection. */
   held: Array<() => void>
+  /** The liveness probe the node asked for (`quorumProbe`); one shared tree has no other behaviour. */
+  quorumProbe: boolean
 }
 
 /** A write in progress: its zxid, and the watch events to deliver if it commits. */
@@ -146,6 +148,11 @@ export class ZkEnsemble {
     return { data: this.dataWatches.get(path)?.size ?? 0, children: this.childWatches.get(path)?.size ?? 0 }
   }
 
+  /** Whether a client asked for the quorum-backed liveness probe (the master's). */
+  quorumProbeOf(handle: SessionHandle): boolean {
+    return this.client(handle).quorumProbe
+  }
+
   /** Current server-side session id of a client. */
   sessionIdOf(handle: SessionHandle): string {
     return this.client(handle).sessionId
@@ -176,7 +183,8 @@ export class ZkEnsemble {
           connected: true,
           closed: false,
           expiredWhileAway: false,
-          held: []
+          held: [],
+          quorumProbe: false
         }
         const service = this.serviceFor(client)
         this.clients.set(service, client)
@@ -527,7 +535,9 @@ export class ZkEnsemble {
         })
     }
 
-    return serviceOf({ create, ensurePath, get, set, remove, transaction, sync, children }, prims)
+    const quorumProbe: ZooKeeperService["quorumProbe"] = (on) => Effect.sync(() => void (client.quorumProbe = on))
+
+    return serviceOf({ create, ensurePath, get, set, remove, transaction, sync, children, quorumProbe }, prims)
   }
 }
 
