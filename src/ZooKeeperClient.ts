@@ -578,8 +578,17 @@ const requests = (request: Request, acls: Array<zookeeper.ACL>): Omit<ZooKeeperS
     isBadVersion(e) ? new ZkBadVersion({ path, version }) : (toFailure(op, path, e) as Common | ZkNoNode)
   const noExists = (op: string, path: string) => (e: ZkNodeExists) => Effect.fail(new ZkError({ op, path, reason: e.message }))
 
+  // A path that exists is left alone: creating an existing znode needs CREATE on its parent,
+  // which a session with other credentials lacks (NoAuth) even though there is nothing to do.
   const ensurePath: ZooKeeperService["ensurePath"] = (path) =>
-    request<string, Common | ZkNoNode | ZkNodeExists>("mkdirp", path, (c, cb) => c.mkdirp(path, acls, cb), (e) => toFailure("mkdirp", path, e)).pipe(
+    request<boolean, Common | ZkNoNode | ZkNodeExists>("exists", path, (c, cb) => c.exists(path, (e, stat) => cb(e, !!stat)), (e) =>
+      toFailure("exists", path, e)
+    ).pipe(
+      Effect.flatMap((exists) =>
+        exists
+          ? Effect.void
+          : request<string, Common | ZkNoNode | ZkNodeExists>("mkdirp", path, (c, cb) => c.mkdirp(path, acls, cb), (e) => toFailure("mkdirp", path, e))
+      ),
       Effect.asVoid,
       Effect.catchTags({ ZkNodeExists: () => Effect.void, ZkNoNode: () => ensurePath(path) })
     )
