@@ -13,7 +13,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { createHash } from "node:crypto"
 import * as path from "node:path"
-import { Effect, Option } from "effect"
+import { Effect, Fiber, Layer, Logger, Option, Redacted } from "effect"
 import zookeeper from "node-zookeeper-client"
 import {
   dictator,
@@ -26,6 +26,8 @@ import {
   zkSession,
   zooKeeper
 } from "../support/servers.js"
+import * as ZooKeeperClient from "../../src/ZooKeeperClient.js"
+import { ZooKeeper } from "../../src/ZooKeeper.js"
 
 const USER = "dictator"
 const PASSWORD = "zk-s3cret"
@@ -186,5 +188,43 @@ describe("ZooKeeper digest auth and ACLs (real ZooKeeper)", () => {
         expect(yield* attempt((cb) => outsider.create("/teams/payments/x", Buffer.alloc(0), zookeeper.CreateMode.PERSISTENT, cb))).toBe(E.NO_AUTH)
       }),
     180_000
+  )
+
+  it.scopedLive(
+    "a server that refuses the credentials (AUTH_FAILED): one clear line per attempt, retried with backoff, no crash",
+    () =>
+      Effect.gen(function* () {
+        const zk = yield* zooKeeper({ tickTime: 2000 })
+        const lines: Array<string> = []
+        const logger = Logger.make(({ message }) => void lines.push(String(Array.isArray(message) ? message.join(" ") : message)))
+        // The server knows no scheme "nosuch": it answers the auth packet with AUTH_FAILED.
+        const layer = ZooKeeperClient.layer({
+          hosts: [zk.connectString],
+          sessionTimeout: "4 seconds",
+          connectTimeout: "2 seconds",
+          requestTimeout: "4 seconds",
+          auth: { scheme: "nosuch", user: "u", auth: Redacted.make("u:p") }
+        })
+        const building = yield* Effect.fork(
+          Effect.scoped(Layer.build(layer).pipe(Effect.flatMap((ctx) => Effect.succeed(ctx.unsafeMap.has(ZooKeeper.key)))))
+        ).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+        yield* waitUntil(
+          "two AUTH_FAILED lines",
+          Effect.sync(() => {
+            const refused = lines.filter((l) => l.includes("AUTH_FAILED"))
+            return refused.length >= 2 ? Option.some(refused) : Option.none()
+          }),
+          { timeout: "30 seconds", interval: "100 millis" }
+        ).pipe(Effect.tapError(() => Effect.logError(lines.join("\n"))))
+        const refused = lines.filter((l) => l.includes("AUTH_FAILED"))
+        expect(refused[0]).toContain(`ZooKeeper ${zk.connectString} refused the credentials of zk_auth (scheme nosuch, user "u")`)
+        expect(refused[0]).toContain("fix zk_auth")
+        expect(refused[0]).toContain("retrying with backoff")
+        expect(refused.join("\n")).not.toContain("u:p")
+        // Still trying, never built, never crashed.
+        expect(building.unsafePoll()).toBeNull()
+        yield* Fiber.interrupt(building)
+      }),
+    60_000
   )
 })
