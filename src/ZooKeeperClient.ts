@@ -232,8 +232,9 @@ const connectOnce = (d: Driver, target: Target, sessionTimeoutMs: number, connec
           return resume(Effect.succeed(c))
         }
         // Answered in order after the auth packet: an answer means the credentials were taken.
+        // Any answer but a lost connection will do (NoNode too: a chroot removed meanwhile).
         c.exists("/", (e) => {
-          if (done || e) return
+          if (done || isLocalError(e) || errorCode(e) === zookeeper.Exception.AUTH_FAILED) return
           done = true
           c.removeListener("state", onState)
           resume(Effect.succeed(c))
