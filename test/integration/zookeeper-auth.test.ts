@@ -152,13 +152,17 @@ describe("ZooKeeper digest auth and ACLs (real ZooKeeper)", () => {
         const zk = yield* zooKeeper({ tickTime: 2000 })
         const hosts = [zk.connectString]
         const good = yield* credentials(PASSWORD)
+        const tokenFile = path.join(yield* tempDir("token"), "http.token")
+        yield* writeFile(tokenFile, "a-token-of-32-characters-or-so-1\n")
         const r = yield* redisServer()
         const a = yield* dictator({
           name: "a",
           svc,
           zkHosts: hosts,
           redisPort: r.port,
-          extra: { zk_auth: { credentials_file: good }, zk_chroot: "/teams/payments" }
+          // The built daemon's HTTP guard, wired from the config: the token is demanded even on loopback.
+          extra: { zk_auth: { credentials_file: good }, zk_chroot: "/teams/payments", http_token_file: tokenFile },
+          readyTimeout: "60 seconds"
         })
         const outsider = yield* zkSession(hosts)
         const base = `/teams/payments/services/redis/${svc}`
@@ -181,6 +185,11 @@ describe("ZooKeeper digest auth and ACLs (real ZooKeeper)", () => {
         for (const p of ["/teams/payments", "/teams/payments/services", base, `${base}/master`, `${base}/members/a`]) {
           expect(redacted(yield* aclOf(outsider, p)), p).toEqual(CREATOR_ALL_WORLD_READ)
         }
+        const refused = yield* a.http("/disable", "POST")
+        expect(refused.status).toBe(401)
+        expect(refused.body).toContain("Authorization: Bearer <token>")
+        expect((yield* a.http("/disable")).status).toBe(405)
+        expect(yield* a.status).toMatchObject({ enabled: true, role: "master" })
         // Above the chroot, other teams may create their own prefix, but not touch ours.
         expect(redacted(yield* aclOf(outsider, "/teams"))).toEqual([`digest:${USER}:x:${P.ALL}`, `world:anyone:${P.READ | P.CREATE}`].sort())
         expect(yield* attempt((cb) => outsider.create("/teams/other", Buffer.alloc(0), zookeeper.CreateMode.PERSISTENT, cb))).toBe(0)
