@@ -86,10 +86,15 @@ export const make = Effect.gen(function* () {
     Effect.forever(
       Effect.raceFirst(Queue.take(wake), Effect.sleep(`${config.check_interval_ms} millis`)).pipe(
         Effect.zipRight(
-          publishOnce.pipe(
+          Effect.suspend(() => {
+            const before = published
+            return Effect.map(publishOnce, () => published !== before)
+          }).pipe(
             // Once per reason, not once per tick (a NoAuth lasts until the operator fixes zk_auth).
-            Effect.tap(() =>
-              failing === undefined ? Effect.void : Effect.zipRight(Effect.sync(() => void (failing = undefined)), Effect.logInfo("member record published again"))
+            Effect.tap((wrote) =>
+              failing === undefined || !wrote
+                ? Effect.void
+                : Effect.zipRight(Effect.sync(() => void (failing = undefined)), Effect.logInfo("member record published again"))
             ),
             Effect.catchAll((e) =>
               e.message === failing

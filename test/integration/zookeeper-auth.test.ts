@@ -140,6 +140,10 @@ describe("ZooKeeper digest auth and ACLs (real ZooKeeper)", () => {
         // One line per reason, not per tick: the member record's failure is logged once.
         const lines = c.output().split("\n").filter((l) => l.includes("cannot publish member record"))
         expect(lines.length).toBeLessThanOrEqual(2)
+        // Nor per election attempt: c tries every few ms, refused with the same NoAuth each time.
+        const attempts = c.output().split("\n").filter((l) => l.includes("election attempt failed"))
+        expect(attempts.length).toBeLessThanOrEqual(2)
+        expect(c.output()).not.toContain("member record published again")
       }),
     240_000
   )
