@@ -4,7 +4,7 @@
  * failover on a LAN.
  */
 import { FileSystem } from "@effect/platform"
-import { Context, Data, Effect, Either, Layer, ParseResult, Schema } from "effect"
+import { Context, Data, Effect, Either, Layer, Option, ParseResult, Redacted, Schema } from "effect"
 import type { RedisClientOptions } from "./Redis.js"
 
 /** A message that also replaces the base type's ("Expected number, actual ..."): one wording per key. */
@@ -129,6 +129,57 @@ export const RedisTlsConfig = Schema.Struct({
 )
 export type RedisTlsConfig = typeof RedisTlsConfig.Type
 
+/**
+ * ZooKeeper digest authentication: every session adds `user:password`, and every znode the
+ * dictator creates gets `creator all` + `world read` (clients can still read the master). The
+ * secret never sits in the JSON: a file holding `user:password`, or a user name and a variable.
+ */
+export const ZkAuthConfig = Schema.Struct({
+  scheme: Schema.optionalWith(
+    Schema.Literal("digest").annotations({ message: () => msg('must be "digest" (the only scheme the dictator speaks)') }),
+    { default: () => "digest" as const }
+  ),
+  /** A file whose content is `user:password` (one trailing newline is ignored). */
+  credentials_file: Schema.optional(FilePath),
+  /** With `password_env`: the digest user name. */
+  username: Schema.optional(
+    Schema.String.pipe(Schema.pattern(/^[^\s:]{1,128}$/)).annotations({
+      message: () => msg("must be a digest user name: 1-128 characters without spaces or ':'")
+    })
+  ),
+  /** An environment variable holding the password of `username`. */
+  password_env: Schema.optional(EnvVarName),
+  password: Schema.optional(
+    Schema.Never.annotations({
+      message: () =>
+        msg('is not accepted inside the config: put "user:password" in a file ("credentials_file") or the password in an environment variable ("username" + "password_env")')
+    })
+  )
+}).pipe(
+  Schema.filter((a) =>
+    a.credentials_file !== undefined
+      ? a.username !== undefined || a.password_env !== undefined
+        ? 'give either "credentials_file" or "username" + "password_env", not both'
+        : undefined
+      : a.username === undefined || a.password_env === undefined
+        ? 'needs "credentials_file" (a file holding user:password) or both "username" and "password_env"'
+        : undefined
+  )
+)
+export type ZkAuthConfig = typeof ZkAuthConfig.Type
+
+/** A ZooKeeper path prefix, as connection strings allow: `/teams/payments`. */
+const ZkChroot = Schema.String.pipe(Schema.pattern(/^(\/[A-Za-z0-9_.-]+)+$/)).annotations({
+  message: () => msg('must be a znode path like "/teams/payments": starting with "/", no trailing "/", segments of letters, digits, \'.\', \'_\' or \'-\'')
+})
+
+/** HTTPS for the API: PEM certificate (chain) and key, read once at start. */
+export const HttpTlsConfig = Schema.Struct({
+  cert_file: FilePath,
+  key_file: FilePath
+})
+export type HttpTlsConfig = typeof HttpTlsConfig.Type
+
 export const DictatorConfigSchema = Schema.Struct({
   svc_name: Schema.optionalWith(ZnodeName, { default: () => "default" }),
   log_level: Schema.optionalWith(LogLevelName, { default: () => "INFO" as const }),
@@ -193,6 +244,19 @@ export const DictatorConfigSchema = Schema.Struct({
   redis_auth: Schema.optional(RedisAuthConfig),
   /** TLS to every Redis; absent: plain TCP. */
   redis_tls: Schema.optional(RedisTlsConfig),
+  /** ZooKeeper digest auth and ACLs on every created znode; absent: open ACLs, as the original. */
+  zk_auth: Schema.optional(ZkAuthConfig),
+  /** Path prefix under which /services/redis/... lives (several teams on one ensemble); none unless set. */
+  zk_chroot: Schema.optional(ZkChroot),
+  /** A file holding the bearer token the mutating HTTP endpoints demand; without it they answer loopback only. */
+  http_token_file: Schema.optional(FilePath),
+  /** The original's GET /enable and /disable (unsafe: any web page a browser opens can send one). */
+  http_legacy_get: Schema.optionalWith(
+    Schema.Boolean.annotations({ message: () => msg("must be true or false") }),
+    { default: () => false }
+  ),
+  /** Serve the HTTP API over TLS (HTTPS); absent: plain HTTP. */
+  http_tls: Schema.optional(HttpTlsConfig),
   node: Schema.optionalWith(
     NodeConfig,
     { default: () => Schema.decodeSync(NodeConfig)({}) }
@@ -388,47 +452,74 @@ export interface SecretSources {
  * `redis_tls`. Anything missing, unreadable or empty is a ConfigError naming the key, the path
  * or variable, and how to fix it: the dictator must not start with credentials it cannot use.
  */
+/** Reads one file named by `key`; a ConfigError naming key, path and fix when it cannot. */
+const readNamedFile = (
+  file: string,
+  sources: SecretSources,
+  key: string,
+  path: string
+): Either.Either<string, ConfigError> => {
+  let text: string
+  try {
+    text = sources.readFile(path)
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message
+    return Either.left(new ConfigError({ file, detail: `key "${key}" = ${JSON.stringify(path)}: cannot read the file (${code}); give a readable file` }))
+  }
+  if (text.length > MAX_SECRET_FILE_BYTES) {
+    return Either.left(new ConfigError({ file, detail: `key "${key}" = ${JSON.stringify(path)}: the file is larger than 1 MiB; give the right file` }))
+  }
+  return Either.right(text)
+}
+
+/**
+ * A secret from a file (one trailing newline dropped: `echo pw > file` leaves it) or from an
+ * environment variable; empty is an error. Shared by redis_auth, zk_auth and http_token_file.
+ */
+export const readSecret = (
+  file: string,
+  sources: SecretSources,
+  from: { readonly _tag: "File"; readonly key: string; readonly path: string } | { readonly _tag: "Env"; readonly key: string; readonly name: string }
+): Either.Either<string, ConfigError> => {
+  if (from._tag === "File") {
+    const text = readNamedFile(file, sources, from.key, from.path)
+    if (Either.isLeft(text)) return text
+    const secret = text.right.replace(/\r?\n$/, "")
+    return secret === ""
+      ? Either.left(new ConfigError({ file, detail: `key "${from.key}" = ${JSON.stringify(from.path)}: the file is empty; write the secret into it` }))
+      : Either.right(secret)
+  }
+  const value = sources.env[from.name]
+  return value === undefined || value === ""
+    ? Either.left(
+        new ConfigError({
+          file,
+          detail: `key "${from.key}" = ${JSON.stringify(from.name)}: the environment variable is unset or empty; export it before starting the dictator`
+        })
+      )
+    : Either.right(value)
+}
+
 export const resolveRedisSecrets = (
   file: string,
   config: Pick<DictatorConfigData, "redis_auth" | "redis_tls">,
   sources: SecretSources
 ): Either.Either<RedisSecrets, ConfigError> => {
   const problem = (detail: string) => Either.left(new ConfigError({ file, detail }))
-  const read = (key: string, path: string): Either.Either<string, ConfigError> => {
-    let text: string
-    try {
-      text = sources.readFile(path)
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message
-      return problem(`key "${key}" = ${JSON.stringify(path)}: cannot read the file (${code}); give a readable file`)
-    }
-    if (text.length > MAX_SECRET_FILE_BYTES) {
-      return problem(`key "${key}" = ${JSON.stringify(path)}: the file is larger than 1 MiB; give the right file`)
-    }
-    return Either.right(text)
-  }
+  const read = (key: string, path: string) => readNamedFile(file, sources, key, path)
 
   let auth: RedisSecrets["auth"]
   const a = config.redis_auth
   if (a !== undefined) {
-    let password: string
-    if (a.password_file !== undefined) {
-      const text = read("redis_auth.password_file", a.password_file)
-      if (Either.isLeft(text)) return Either.left(text.left)
-      // `echo pw > file` leaves a newline that is no part of the password.
-      password = text.right.replace(/\r?\n$/, "")
-      if (password === "") {
-        return problem(`key "redis_auth.password_file" = ${JSON.stringify(a.password_file)}: the file is empty; write the password into it`)
-      }
-    } else {
-      const name = a.password_env ?? ""
-      const value = sources.env[name]
-      if (value === undefined || value === "") {
-        return problem(`key "redis_auth.password_env" = ${JSON.stringify(name)}: the environment variable is unset or empty; export it before starting the dictator`)
-      }
-      password = value
-    }
-    auth = a.username === undefined ? { password } : { username: a.username, password }
+    const password = readSecret(
+      file,
+      sources,
+      a.password_file !== undefined
+        ? { _tag: "File", key: "redis_auth.password_file", path: a.password_file }
+        : { _tag: "Env", key: "redis_auth.password_env", name: a.password_env ?? "" }
+    )
+    if (Either.isLeft(password)) return Either.left(password.left)
+    auth = a.username === undefined ? { password: password.right } : { username: a.username, password: password.right }
   }
 
   let tls: RedisSecrets["tls"]
@@ -454,4 +545,89 @@ export const resolveRedisSecrets = (
     tls = out
   }
   return Either.right({ ...(auth === undefined ? {} : { auth }), ...(tls === undefined ? {} : { tls }) })
+}
+
+/** ZooKeeper digest credentials as the driver takes them: scheme and `user:password`. */
+export interface ZkCredentials {
+  readonly scheme: "digest"
+  readonly user: string
+  readonly auth: Redacted.Redacted<string>
+}
+
+/** Reads `zk_auth`'s secret (file `user:password`, or `username` + variable); None without zk_auth. */
+export const resolveZkAuth = (
+  file: string,
+  config: Pick<DictatorConfigData, "zk_auth">,
+  sources: SecretSources
+): Either.Either<Option.Option<ZkCredentials>, ConfigError> => {
+  const a = config.zk_auth
+  if (a === undefined) return Either.right(Option.none())
+  if (a.credentials_file !== undefined) {
+    const text = readSecret(file, sources, { _tag: "File", key: "zk_auth.credentials_file", path: a.credentials_file })
+    if (Either.isLeft(text)) return Either.left(text.left)
+    const i = text.right.indexOf(":")
+    if (i <= 0 || i === text.right.length - 1 || /[\s]/.test(text.right.slice(0, i))) {
+      return Either.left(
+        new ConfigError({
+          file,
+          detail: `key "zk_auth.credentials_file" = ${JSON.stringify(a.credentials_file)}: the file must hold "user:password" on one line; write it so`
+        })
+      )
+    }
+    return Either.right(Option.some({ scheme: a.scheme, user: text.right.slice(0, i), auth: Redacted.make(text.right) }))
+  }
+  const password = readSecret(file, sources, { _tag: "Env", key: "zk_auth.password_env", name: a.password_env ?? "" })
+  if (Either.isLeft(password)) return Either.left(password.left)
+  const user = a.username ?? ""
+  return Either.right(Option.some({ scheme: a.scheme, user, auth: Redacted.make(`${user}:${password.right}`) }))
+}
+
+/** What the HTTP API takes from the files of `http_token_file` and `http_tls`. */
+export interface HttpSecrets {
+  readonly token: Option.Option<Redacted.Redacted<string>>
+  readonly tls: Option.Option<{ readonly cert: string; readonly key: string }>
+}
+
+/**
+ * The bearer token of the mutating endpoints (`http_token_file`, first line) and the PEM files of
+ * `http_tls`. Also what a client of another dictator's API (the failsafe peer calls) reads the
+ * token with: `resolveHttpSecrets(...).token`.
+ */
+export const resolveHttpSecrets = (
+  file: string,
+  config: Pick<DictatorConfigData, "http_token_file" | "http_tls">,
+  sources: SecretSources
+): Either.Either<HttpSecrets, ConfigError> => {
+  let token: HttpSecrets["token"] = Option.none()
+  if (config.http_token_file !== undefined) {
+    const text = readSecret(file, sources, { _tag: "File", key: "http_token_file", path: config.http_token_file })
+    if (Either.isLeft(text)) return Either.left(text.left)
+    const first = text.right.split(/\r?\n/)[0]!.trim()
+    if (first.length < 16) {
+      return Either.left(
+        new ConfigError({
+          file,
+          detail: `key "http_token_file" = ${JSON.stringify(config.http_token_file)}: the token (first line) is shorter than 16 characters; write a long random one (openssl rand -hex 32)`
+        })
+      )
+    }
+    token = Option.some(Redacted.make(first))
+  }
+  let tls: HttpSecrets["tls"] = Option.none()
+  const t = config.http_tls
+  if (t !== undefined) {
+    const pem: Record<string, string> = {}
+    for (const [key, path] of [["http_tls.cert_file", t.cert_file], ["http_tls.key_file", t.key_file]] as const) {
+      const text = readNamedFile(file, sources, key, path)
+      if (Either.isLeft(text)) return Either.left(text.left)
+      if (!text.right.includes("-----BEGIN ")) {
+        return Either.left(
+          new ConfigError({ file, detail: `key "${key}" = ${JSON.stringify(path)}: not a PEM file (no "-----BEGIN" line); give a PEM-encoded file` })
+        )
+      }
+      pem[key] = text.right
+    }
+    tls = Option.some({ cert: pem["http_tls.cert_file"]!, key: pem["http_tls.key_file"]! })
+  }
+  return Either.right({ token, tls })
 }

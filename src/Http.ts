@@ -1,7 +1,7 @@
 /**
- * The HTTP interface of the original program, kept: /ping, /status, /enable, /disable (GET or
- * POST). /status is plain text by default and JSON with `Accept: application/json` or
- * `?format=json`.
+ * The HTTP interface of the original program: /ping, /status (GET or POST), /enable, /disable
+ * (POST only, guarded: see `guardMutation`; the original's GET with `http_legacy_get`). /status
+ * is plain text by default and JSON with `Accept: application/json` or `?format=json`.
  *
  * Checks for load balancers and orchestrators, as Patroni's: /master (/primary, /read-write),
  * /replica?lag=, /health, /liveness, /readiness. Each answers 200 or 503 with the JSON status as
@@ -10,8 +10,11 @@
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Deferred, Effect, Layer, Option } from "effect"
+import { Deferred, Effect, Layer, Option, Redacted } from "effect"
+import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
+import { createServer as createHttpsServer } from "node:https"
+import { isIP } from "node:net"
 import type { HealthState } from "./domain/Health.js"
 import type { MasterView } from "./domain/Records.js"
 import { DictatorNode, type DictatorNodeService, type NodeStatus } from "./Node.js"
@@ -261,7 +264,112 @@ const both =
   (router: HttpRouter.HttpRouter) =>
     router.pipe(HttpRouter.get(path, handler), HttpRouter.post(path, handler))
 
-export const router = (ready: NodeReady) =>
+// ---------------------------------------------------------------------------------------------
+// Mutating endpoints: POST only, a bearer token or loopback
+
+/** How the mutating endpoints are guarded (`http_token_file`, `http_legacy_get`). */
+export interface MutationGuard {
+  /** The bearer token they demand; none: they answer only requests from loopback. */
+  readonly token: Option.Option<Redacted.Redacted<string>>
+  /** The original's API: GET works too and, without a token, from any address (unsafe). */
+  readonly legacyGet: boolean
+}
+
+export const DEFAULT_GUARD: MutationGuard = { token: Option.none(), legacyGet: false }
+
+/** What the guard needs to know of a request. */
+export interface MutationRequest {
+  readonly method: string
+  readonly path: string
+  /** The peer's address; none when unknown (counts as not loopback). */
+  readonly remoteAddress: Option.Option<string>
+  readonly authorization: string | undefined
+}
+
+/** 127.0.0.0/8, ::1 and their IPv4-mapped forms (`::ffff:127.0.0.1`). */
+export const isLoopback = (address: string): boolean => {
+  const a = address.toLowerCase().replace(/^::ffff:/, "")
+  if (isIP(a) === 4) return a.startsWith("127.")
+  return a === "::1" || a === "0:0:0:0:0:0:0:1"
+}
+
+/** Constant-time comparison of the given and the expected token (hashed first: equal lengths). */
+const tokenMatches = (given: string, expected: Redacted.Redacted<string>): boolean =>
+  timingSafeEqual(createHash("sha256").update(given).digest(), createHash("sha256").update(Redacted.value(expected)).digest())
+
+/** A refusal of the guard: status, a hint for the operator, extra headers. */
+export interface Refusal {
+  readonly status: 401 | 403 | 405
+  readonly hint: string
+  readonly headers: Record<string, string>
+}
+
+/** `Authorization: Bearer …` for a client of another dictator's API (the token of `http_token_file`). */
+export const bearer = (token: Redacted.Redacted<string>): string => `Bearer ${Redacted.value(token)}`
+
+/**
+ * The one rule of every mutating endpoint, pure: POST (GET too with `legacyGet`; anything else
+ * 405); with a token, `Authorization: Bearer <token>` (401 otherwise); without one, only from
+ * loopback (403 otherwise), unless `legacyGet` restores the original's open API.
+ */
+export const guardMutation = (guard: MutationGuard, req: MutationRequest): Option.Option<Refusal> => {
+  const method = req.method.toUpperCase()
+  if (method !== "POST" && !(guard.legacyGet && method === "GET")) {
+    return Option.some({
+      status: 405,
+      hint: `use POST ${req.path} (it changes the node; GET never does). curl -X POST http://HOST:PORT${req.path}${Option.isSome(guard.token) ? " -H 'Authorization: Bearer <token of http_token_file>'" : ""}; http_legacy_get: true restores the original's GET (unsafe)`,
+      headers: { allow: guard.legacyGet ? "GET, POST" : "POST" }
+    })
+  }
+  if (Option.isSome(guard.token)) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.authorization ?? "")
+    if (m === null || !tokenMatches(m[1]!, guard.token.value)) {
+      return Option.some({
+        status: 401,
+        hint: `${req.path} needs the token of http_token_file: send the header 'Authorization: Bearer <token>'${m === null ? "" : " (the token given is not it)"}`,
+        headers: { "www-authenticate": 'Bearer realm="dictator"' }
+      })
+    }
+    return Option.none()
+  }
+  if (guard.legacyGet) return Option.none()
+  if (Option.isNone(req.remoteAddress) || !isLoopback(req.remoteAddress.value)) {
+    return Option.some({
+      status: 403,
+      hint: `${req.path} answers only from loopback when no http_token_file is configured (this request came from ${Option.getOrElse(req.remoteAddress, () => "an unknown address")}): call it on the dictator's host, or configure http_token_file and send 'Authorization: Bearer <token>'`,
+      headers: {}
+    })
+  }
+  return Option.none()
+}
+
+type Handler = Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>
+
+/** Runs `handler` if the guard lets the request through, else answers the refusal (text, its hint). */
+export const guarded = (guard: MutationGuard, handler: Handler): Handler =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (req) => {
+    const refusal = guardMutation(guard, {
+      method: req.method,
+      path: new URL(req.url, "http://localhost").pathname,
+      remoteAddress: req.remoteAddress,
+      authorization: req.headers["authorization"]
+    })
+    return Option.isNone(refusal)
+      ? handler
+      : Effect.succeed(HttpServerResponse.text(`${refusal.value.hint}\n`, { status: refusal.value.status, headers: refusal.value.headers }))
+  })
+
+/**
+ * Declares a mutating endpoint: POST through the guard, GET through it too (it answers 405 with
+ * a hint, or runs with `legacyGet`). Every endpoint that changes anything is declared with this.
+ */
+export const mutating =
+  (guard: MutationGuard) =>
+  (path: `/${string}`, handler: Handler) =>
+  (router: HttpRouter.HttpRouter) =>
+    router.pipe(HttpRouter.post(path, guarded(guard, handler)), HttpRouter.get(path, guarded(guard, handler)))
+
+export const router = (ready: NodeReady, guard: MutationGuard = DEFAULT_GUARD) =>
   HttpRouter.empty.pipe(
     both("/ping", HttpServerResponse.text("PONG\n")),
     both(
@@ -283,13 +391,13 @@ export const router = (ready: NodeReady) =>
     // The process answers, and the node (once built) answers its status within the bound.
     probe("/liveness", check(ready, () => pass("alive"), pass("alive, starting"))),
     probe("/readiness", check(ready, checkReadiness)),
-    both(
+    mutating(guard)(
       "/enable",
       withNode(ready, (node) =>
         Effect.map(node.enable, (changed) => HttpServerResponse.text(changed ? "enabled\n" : "already enabled\n"))
       )
     ),
-    both(
+    mutating(guard)(
       "/disable",
       withNode(ready, (node) =>
         node.disable.pipe(
@@ -305,13 +413,28 @@ export const router = (ready: NodeReady) =>
  * Serves the API, then builds `node`: a taken port stops the program before it joins the
  * election, and the API answers (503 "starting") while ZooKeeper is still out of reach.
  */
-export const layer = <E, R>(options: { readonly host: string; readonly port: number }, node: Layer.Layer<DictatorNode, E, R>) =>
+export const layer = <E, R>(
+  options: {
+    readonly host: string
+    readonly port: number
+    readonly guard?: MutationGuard
+    /** PEM certificate (chain) and key: HTTPS instead of HTTP. */
+    readonly tls?: { readonly cert: string; readonly key: string }
+  },
+  node: Layer.Layer<DictatorNode, E, R>
+) =>
   Layer.unwrapEffect(
     Effect.gen(function* () {
       const built = yield* Deferred.make<DictatorNodeService>()
-      const serve = router(Deferred.poll(built).pipe(Effect.flatMap(Effect.transposeOption))).pipe(
+      const tls = options.tls
+      // node:https's server is node:http's with TLS in front: the same request and response types.
+      const server = () =>
+        tls === undefined
+          ? createServer()
+          : (createHttpsServer({ cert: tls.cert, key: tls.key }) as unknown as ReturnType<typeof createServer>)
+      const serve = router(Deferred.poll(built).pipe(Effect.flatMap(Effect.transposeOption)), options.guard).pipe(
         HttpServer.serve(),
-        Layer.provide(NodeHttpServer.layer(() => createServer(), { host: options.host, port: options.port }))
+        Layer.provide(NodeHttpServer.layer(server, { host: options.host, port: options.port }))
       )
       const publish = Layer.effectDiscard(Effect.flatMap(DictatorNode, (n) => Deferred.succeed(built, n))).pipe(
         Layer.provide(node)

@@ -7,7 +7,7 @@
  * service. The library internals it reaches are in ZooKeeperInternals.ts, the session state
  * machine and the liveness timings (pure) in ZooKeeperSession.ts.
  */
-import { Deferred, Duration, Effect, Fiber, Layer, Option, Ref, Runtime, Scope, SubscriptionRef } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer, Option, Redacted, Ref, Runtime, Scope, SubscriptionRef } from "effect"
 import * as dns from "node:dns"
 import * as net from "node:net"
 import { performance } from "node:perf_hooks"
@@ -16,6 +16,7 @@ import { reconnectSchedule } from "./Retry.js"
 import { connectionManagerOf, currentServer, dropConnection, harden, withExactVersion } from "./ZooKeeperInternals.js"
 import { type DriverEvent, livenessFor, nextSession } from "./ZooKeeperSession.js"
 import {
+  ancestors,
   type CreateMode,
   type SessionInfo,
   serviceOf,
@@ -51,7 +52,46 @@ export interface ZooKeeperOptions {
    * a reset is fenced on time, not a third of a session later.
    */
   readonly silenceLimit?: Duration.DurationInput
+  /**
+   * Credentials every session adds (`digest`, `user:password`). With them, every znode created
+   * gets `creator all` + `world read` instead of the open ACL; without them, the open ACL.
+   */
+  readonly auth?: { readonly scheme: string; readonly user: string; readonly auth: Redacted.Redacted<string> }
+  /**
+   * A path prefix (`/teams/payments`) the sessions are rooted at: the library's `host:port/chroot`
+   * connection string. The prefix itself is created first, with the same ACLs, by a session
+   * without the chroot.
+   */
+  readonly chroot?: string
 }
+
+/** world:anyone may do anything: the original's ACL, kept without zk_auth. */
+const OPEN_ACL = [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id("world", "anyone"))]
+
+/** The ACLs of every znode created: open without credentials, `creator all` + `world read` with. */
+export const aclsFor = (auth: boolean): Array<zookeeper.ACL> =>
+  auth
+    ? [
+        new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id("auth", "")),
+        new zookeeper.ACL(zookeeper.Permission.READ, new zookeeper.Id("world", "anyone"))
+      ]
+    : OPEN_ACL
+
+/**
+ * The ACLs of the parents of a chroot (`/teams` of `/teams/payments`): other teams may create
+ * their own prefix beside ours (world create) but not delete or change ours.
+ */
+const chrootParentAcls = (auth: boolean): Array<zookeeper.ACL> =>
+  auth
+    ? [
+        new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id("auth", "")),
+        new zookeeper.ACL(zookeeper.Permission.READ | zookeeper.Permission.CREATE, new zookeeper.Id("world", "anyone"))
+      ]
+    : OPEN_ACL
+
+/** Why ZooKeeper refused a request for want of rights, and what to fix. */
+export const NO_AUTH_REASON =
+  "NoAuth: the znode's ACL does not grant these credentials; every dictator of a service needs the same zk_auth user and password (was the znode made by another user or program?)"
 
 export const connectionString = (hosts: ReadonlyArray<string>): string =>
   hosts.map((h) => (/:\d+$/.test(h) ? h : `${h}:2181`)).join(",")
@@ -89,6 +129,12 @@ const toFailure = (op: string, path: string, error: unknown): ZkFailure | ZkNoNo
       return new ZkConnectionLost({ op, path })
     case E.SESSION_EXPIRED:
       return new ZkSessionExpired({ op, path })
+    case E.NO_AUTH:
+      return new ZkError({ op, path, reason: NO_AUTH_REASON })
+    case E.AUTH_FAILED:
+      return new ZkError({ op, path, reason: "AUTH_FAILED: the server refused the session's credentials; check zk_auth" })
+    case E.INVALID_ACL:
+      return new ZkError({ op, path, reason: "InvalidACL: the server refused the ACL (a `creator all` ACL needs an authenticated session; check zk_auth)" })
     default:
       return new ZkError({ op, path, reason: error instanceof Error ? error.message : String(error) })
   }
@@ -139,10 +185,31 @@ const diagnoseServer = (server: string, timeoutMs: number): Effect.Effect<string
     })
   })
 
-/** One connection attempt: resolves with a connected client, or fails after connectTimeout. */
-const connectOnce = (d: Driver, connectString: string, sessionTimeoutMs: number, connectTimeout: Duration.Duration, attempt: number) =>
-  Effect.async<zookeeper.Client, ZkConnectionLost>((resume) => {
+/** The server refused the credentials of a new session (AUTH_FAILED): not a lost connection. */
+class AuthRefused {
+  readonly _tag = "AuthRefused"
+}
+
+/** Where to connect: the servers (for diagnosis), the chroot, and the credentials to add. */
+interface Target {
+  readonly hosts: string
+  readonly chroot: string | undefined
+  readonly auth: ZooKeeperOptions["auth"]
+}
+
+const describeTarget = (t: Target) => `${t.hosts}${t.chroot ?? ""}`
+
+/**
+ * One connection attempt: resolves with a connected client, or fails after connectTimeout. With
+ * credentials, the client adds them before connecting (the library re-sends them on every
+ * reconnection of this client) and the attempt succeeds only once a request behind them was
+ * answered: the server answers the auth packet before it, or closes with AUTH_FAILED.
+ */
+const connectOnce = (d: Driver, target: Target, sessionTimeoutMs: number, connectTimeout: Duration.Duration, attempt: number) =>
+  Effect.async<zookeeper.Client, ZkConnectionLost | AuthRefused>((resume) => {
+    const connectString = `${target.hosts}${target.chroot ?? ""}`
     const c = zookeeper.createClient(connectString, { sessionTimeout: sessionTimeoutMs, spinDelay: 200, retries: 0 })
+    if (target.auth !== undefined) c.addAuthInfo(target.auth.scheme, Buffer.from(Redacted.value(target.auth.auth), "utf8"))
     harden(c, (e) =>
       d.run(
         Effect.logWarning(
@@ -150,10 +217,28 @@ const connectOnce = (d: Driver, connectString: string, sessionTimeoutMs: number,
         )
       )
     )
+    let done = false
     const onState = (state: zookeeper.State) => {
-      if (state === zookeeper.State.SYNC_CONNECTED || state === zookeeper.State.CONNECTED_READ_ONLY) {
+      if (done) return
+      if (state === zookeeper.State.AUTH_FAILED) {
+        done = true
         c.removeListener("state", onState)
-        resume(Effect.succeed(c))
+        c.close()
+        resume(Effect.fail(new AuthRefused()))
+      } else if (state === zookeeper.State.SYNC_CONNECTED || state === zookeeper.State.CONNECTED_READ_ONLY) {
+        if (target.auth === undefined) {
+          done = true
+          c.removeListener("state", onState)
+          return resume(Effect.succeed(c))
+        }
+        // Answered in order after the auth packet: an answer means the credentials were taken.
+        // Any answer but a lost connection will do (NoNode too: a chroot removed meanwhile).
+        c.exists("/", (e) => {
+          if (done || isLocalError(e) || errorCode(e) === zookeeper.Exception.AUTH_FAILED) return
+          done = true
+          c.removeListener("state", onState)
+          resume(Effect.succeed(c))
+        })
       }
     }
     c.on("state", onState)
@@ -163,14 +248,19 @@ const connectOnce = (d: Driver, connectString: string, sessionTimeoutMs: number,
       c.close()
     })
   }).pipe(
-    Effect.timeoutFail({ duration: connectTimeout, onTimeout: () => new ZkConnectionLost({ op: "connect", path: connectString }) }),
-    Effect.tapError(() =>
+    Effect.timeoutFail({ duration: connectTimeout, onTimeout: () => new ZkConnectionLost({ op: "connect", path: describeTarget(target) }) }),
+    Effect.tapErrorTag("AuthRefused", () =>
+      Effect.logError(
+        `ZooKeeper ${describeTarget(target)} refused the credentials of zk_auth (scheme ${target.auth?.scheme ?? "?"}, user ${JSON.stringify(target.auth?.user ?? "")}): AUTH_FAILED (attempt ${attempt}); fix zk_auth or the servers' authProvider settings; retrying with backoff`
+      )
+    ),
+    Effect.tapErrorTag("ZkConnectionLost", () =>
       // Bounded so a slow resolver cannot hold the retries back for long.
-      Effect.forEach(connectString.split(","), (s) => diagnoseServer(s, Math.min(2000, Math.max(500, Duration.toMillis(connectTimeout)))), {
+      Effect.forEach(target.hosts.split(","), (s) => diagnoseServer(s, Math.min(2000, Math.max(500, Duration.toMillis(connectTimeout)))), {
         concurrency: "unbounded"
       }).pipe(
         Effect.flatMap((why) =>
-          Effect.logWarning(`ZooKeeper ${connectString} unreachable (attempt ${attempt}): ${why.join("; ")}; retrying with backoff`)
+          Effect.logWarning(`ZooKeeper ${describeTarget(target)} unreachable (attempt ${attempt}): ${why.join("; ")}; retrying with backoff`)
         )
       )
     )
@@ -271,7 +361,9 @@ const followClientState = (d: Driver, conn: Connection) => {
     } else if (state === zookeeper.State.DISCONNECTED) {
       conn.reconnectingSince ??= now
       run(Effect.flatMap(d.wallOf(livenessClock(d, conn)), (lastAnswerAt) => d.publish({ _tag: "Lost", generation: conn.generation, lastAnswerAt })))
-    } else if (state === zookeeper.State.EXPIRED) {
+    } else if (state === zookeeper.State.EXPIRED || state === zookeeper.State.AUTH_FAILED) {
+      // AUTH_FAILED on a reconnection: the library closes the client for good, so the session is
+      // as lost as an expired one; the session loop opens a new one (and logs why it cannot).
       run(
         Effect.flatMap(d.wallOf(now), (at) => d.publish({ _tag: "Expired", generation: conn.generation, at })).pipe(
           Effect.zipRight(Deferred.succeed(conn.expired, undefined))
@@ -283,14 +375,63 @@ const followClientState = (d: Driver, conn: Connection) => {
   return () => void conn.client.removeListener("state", onState)
 }
 
-/** Opens a new session (retrying with backoff) and makes it the current connection. */
-const establish = (d: Driver, connectString: string, options: ZooKeeperOptions) =>
+/** Runs one request of a bare client (the chroot's creation), as a callback turned into an effect. */
+const call = <A>(what: string, path: string, run: (cb: (error: unknown, value?: A) => void) => void) =>
+  Effect.async<A | undefined, ZkFailure | ZkNoNode | ZkNodeExists>((resume) =>
+    run((error, value) => resume(error ? Effect.fail(toFailure(what, path, error)) : Effect.succeed(value)))
+  )
+
+/**
+ * Creates the chroot and its parents if missing, with a session that is not rooted there (a
+ * rooted one cannot see above its root): the chroot gets the ACLs of every created znode, its
+ * parents also let other teams create their own prefix beside it. Retried with backoff; a refusal
+ * (NoAuth on a parent made by someone else) is logged once per reason.
+ */
+const ensureChroot = (d: Driver, options: ZooKeeperOptions, hosts: string, chroot: string) =>
   Effect.gen(function* () {
     const sessionTimeoutMs = Duration.toMillis(options.sessionTimeout)
     const connectTimeout = Duration.decode(options.connectTimeout)
-    yield* Effect.logInfo(`connecting to ZooKeeper ${connectString}`)
+    const auth = options.auth !== undefined
     let attempt = 0
-    const client = yield* Effect.suspend(() => connectOnce(d, connectString, sessionTimeoutMs, connectTimeout, ++attempt)).pipe(
+    let lastReason: string | undefined
+    const once = Effect.scoped(
+      Effect.gen(function* () {
+        const c = yield* Effect.acquireRelease(
+          connectOnce(d, { hosts, chroot: undefined, auth: options.auth }, sessionTimeoutMs, connectTimeout, ++attempt),
+          (c) => Effect.sync(() => c.close())
+        )
+        for (const path of ancestors(chroot)) {
+          const acls = path === chroot ? aclsFor(auth) : chrootParentAcls(auth)
+          yield* call<string>("create", path, (cb) => c.create(path, Buffer.alloc(0), acls, zookeeper.CreateMode.PERSISTENT, cb)).pipe(
+            Effect.catchTag("ZkNodeExists", () => Effect.void)
+          )
+        }
+      })
+    ).pipe(
+      Effect.timeoutFail({ duration: Duration.times(connectTimeout, 2), onTimeout: () => new ZkConnectionLost({ op: "create", path: chroot }) }),
+      Effect.tapError((e) =>
+        e._tag === "AuthRefused" || e.message === lastReason
+          ? Effect.void
+          : Effect.zipRight(
+              Effect.sync(() => void (lastReason = e.message)),
+              Effect.logWarning(`cannot create the zk_chroot ${chroot} on ZooKeeper ${hosts} (${e.message}); retrying with backoff`)
+            )
+      )
+    )
+    yield* Effect.retry(once, reconnectSchedule).pipe(Effect.orDie)
+  })
+
+/** Opens a new session (retrying with backoff) and makes it the current connection. */
+const establish = (d: Driver, target: Target, options: ZooKeeperOptions) =>
+  Effect.gen(function* () {
+    const sessionTimeoutMs = Duration.toMillis(options.sessionTimeout)
+    const connectTimeout = Duration.decode(options.connectTimeout)
+    if (target.chroot !== undefined) yield* ensureChroot(d, options, target.hosts, target.chroot)
+    yield* Effect.logInfo(
+      `connecting to ZooKeeper ${describeTarget(target)}${target.auth === undefined ? "" : ` as ${target.auth.scheme} user ${JSON.stringify(target.auth.user)}`}`
+    )
+    let attempt = 0
+    const client = yield* Effect.suspend(() => connectOnce(d, target, sessionTimeoutMs, connectTimeout, ++attempt)).pipe(
       Effect.retry(reconnectSchedule),
       Effect.orDie
     )
@@ -311,7 +452,7 @@ const establish = (d: Driver, connectString: string, options: ZooKeeperOptions) 
     yield* Ref.set(d.current, conn)
     yield* d.publish({ _tag: "Established", sessionId: sessionHex(client), timeoutMs: conn.timeoutMs, at: yield* d.wallOf(conn.lastAnswer) })
     yield* Effect.logInfo(
-      `ZooKeeper session 0x${sessionHex(client)} established (negotiated timeout ${conn.timeoutMs} ms) via ${currentServer(client) ?? connectString}`
+      `ZooKeeper session 0x${sessionHex(client)} established (negotiated timeout ${conn.timeoutMs} ms) via ${currentServer(client) ?? target.hosts}`
     )
     return { conn, detach }
   })
@@ -321,7 +462,7 @@ const establish = (d: Driver, connectString: string, options: ZooKeeperOptions) 
  * the dead client (its listeners first, so its late events cannot touch the next session) and
  * start again. Runs for the life of the scope.
  */
-const sessionLoop = (d: Driver, connectString: string, options: ZooKeeperOptions, first: { conn: Connection; detach: () => void }) =>
+const sessionLoop = (d: Driver, target: Target, options: ZooKeeperOptions, first: { conn: Connection; detach: () => void }) =>
   Effect.gen(function* () {
     let live = first
     for (;;) {
@@ -330,7 +471,7 @@ const sessionLoop = (d: Driver, connectString: string, options: ZooKeeperOptions
       yield* Effect.logWarning("ZooKeeper session expired: everything it owned is gone; opening a new session")
       live.detach()
       live.conn.client.close()
-      live = yield* establish(d, connectString, options)
+      live = yield* establish(d, target, options)
     }
   }).pipe(Effect.annotateLogs({ loop: "zk-session" }))
 
@@ -473,9 +614,9 @@ const requestOn = (d: Driver, requestTimeout: Duration.Duration): Request => <A,
     })
   ).pipe(Effect.timeoutFail({ duration: requestTimeout, onTimeout: () => new ZkConnectionLost({ op, path }) }))
 
-const addOp = (tx: zookeeper.Transaction, o: TxOp): zookeeper.Transaction =>
+const addOp = (acls: Array<zookeeper.ACL>) => (tx: zookeeper.Transaction, o: TxOp): zookeeper.Transaction =>
   o.op === "create"
-    ? tx.create(o.path, Buffer.from(o.data), modeCode(o.mode))
+    ? tx.create(o.path, Buffer.from(o.data), acls, modeCode(o.mode))
     : o.op === "set"
       ? withExactVersion(tx.setData(o.path, Buffer.from(o.data), o.version), o.version)
       : o.op === "check"
@@ -501,15 +642,24 @@ const setQuorumProbe = (d: Driver) => (on: boolean): Effect.Effect<void> =>
     )
   })
 
-/** The requests of the service over `request`. */
-const requests = (request: Request): Omit<ZooKeeperService, "session" | "watchData" | "watchChildren" | "quorumProbe"> => {
+/** The requests of the service over `request`; every znode created gets `acls`. */
+const requests = (request: Request, acls: Array<zookeeper.ACL>): Omit<ZooKeeperService, "session" | "watchData" | "watchChildren" | "quorumProbe"> => {
   type Common = ZkFailure
   const versioned = (op: string, path: string, version: number) => (e: unknown) =>
     isBadVersion(e) ? new ZkBadVersion({ path, version }) : (toFailure(op, path, e) as Common | ZkNoNode)
   const noExists = (op: string, path: string) => (e: ZkNodeExists) => Effect.fail(new ZkError({ op, path, reason: e.message }))
 
+  // A path that exists is left alone: creating an existing znode needs CREATE on its parent,
+  // which a session with other credentials lacks (NoAuth) even though there is nothing to do.
   const ensurePath: ZooKeeperService["ensurePath"] = (path) =>
-    request<string, Common | ZkNoNode | ZkNodeExists>("mkdirp", path, (c, cb) => c.mkdirp(path, cb), (e) => toFailure("mkdirp", path, e)).pipe(
+    request<boolean, Common | ZkNoNode | ZkNodeExists>("exists", path, (c, cb) => c.exists(path, (e, stat) => cb(e, !!stat)), (e) =>
+      toFailure("exists", path, e)
+    ).pipe(
+      Effect.flatMap((exists) =>
+        exists
+          ? Effect.void
+          : request<string, Common | ZkNoNode | ZkNodeExists>("mkdirp", path, (c, cb) => c.mkdirp(path, acls, cb), (e) => toFailure("mkdirp", path, e))
+      ),
       Effect.asVoid,
       Effect.catchTags({ ZkNodeExists: () => Effect.void, ZkNoNode: () => ensurePath(path) })
     )
@@ -519,7 +669,7 @@ const requests = (request: Request): Omit<ZooKeeperService, "session" | "watchDa
       request<string, Common | ZkNoNode | ZkNodeExists>(
         "create",
         path,
-        (c, cb) => c.create(path, Buffer.from(data), modeCode(mode), cb),
+        (c, cb) => c.create(path, Buffer.from(data), acls, modeCode(mode), cb),
         (e) => toFailure("create", path, e)
       ),
     ensurePath,
@@ -552,7 +702,7 @@ const requests = (request: Request): Omit<ZooKeeperService, "session" | "watchDa
       return request<void, Common | ZkNoNode | ZkNodeExists | ZkBadVersion>(
         "multi",
         ops.map((o) => `${o.op} ${o.path}`).join(", "),
-        (c, cb) => ops.reduce(addOp, c.transaction()).commit((e) => cb(e)),
+        (c, cb) => ops.reduce(addOp(acls), c.transaction()).commit((e) => cb(e)),
         (e) => (isBadVersion(e) ? new ZkBadVersion({ path: paths, version: -1 }) : toFailure("multi", paths, e))
       )
     },
@@ -604,11 +754,11 @@ const watchPrimitives = (d: Driver, request: Request): WatchPrimitives => ({
 
 export const make = (options: ZooKeeperOptions) =>
   Effect.gen(function* () {
-    const connectString = connectionString(options.hosts)
+    const target: Target = { hosts: connectionString(options.hosts), chroot: options.chroot, auth: options.auth }
     const scope = yield* Effect.scope
     const d = yield* makeDriverState
-    const first = yield* establish(d, connectString, options)
-    const loop = yield* Effect.forkIn(sessionLoop(d, connectString, options, first), scope)
+    const first = yield* establish(d, target, options)
+    const loop = yield* Effect.forkIn(sessionLoop(d, target, options, first), scope)
     yield* Scope.addFinalizer(
       scope,
       Effect.zipRight(
@@ -617,7 +767,7 @@ export const make = (options: ZooKeeperOptions) =>
       )
     )
     const request = requestOn(d, Duration.decode(options.requestTimeout))
-    return serviceOf({ ...requests(request), quorumProbe: setQuorumProbe(d) }, watchPrimitives(d, request))
+    return serviceOf({ ...requests(request, aclsFor(options.auth !== undefined)), quorumProbe: setQuorumProbe(d) }, watchPrimitives(d, request))
   })
 
 export const layer = (options: ZooKeeperOptions): Layer.Layer<ZooKeeper> => Layer.scoped(ZooKeeper, make(options))

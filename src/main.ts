@@ -4,10 +4,10 @@
  * message when either is wrong), then run the node until SIGTERM/SIGINT.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Either, Layer } from "effect"
+import { Effect, Either, Layer, Option } from "effect"
 import { readFileSync } from "node:fs"
 import { parseArgs, usage } from "./Cli.js"
-import { DictatorConfig, parseConfig, resolveRedisSecrets } from "./Config.js"
+import { DictatorConfig, parseConfig, resolveHttpSecrets, resolveRedisSecrets, resolveZkAuth } from "./Config.js"
 import * as Http from "./Http.js"
 import * as Log from "./Log.js"
 import * as Node from "./Node.js"
@@ -45,13 +45,22 @@ const { config, warnings } = Either.getOrThrow(loaded)
 // Read now, once: a password or certificate that cannot be read stops the start (exit 2).
 const redisSecrets = resolveRedisSecrets(cmd.config, config, { env: process.env, readFile: (p) => readFileSync(p, "utf8") })
 if (Either.isLeft(redisSecrets)) fail(redisSecrets.left.message)
+const secretSources = { env: process.env, readFile: (p: string) => readFileSync(p, "utf8") }
+const zkAuth = resolveZkAuth(cmd.config, config, secretSources)
+if (Either.isLeft(zkAuth)) fail(zkAuth.left.message)
+const httpSecrets = resolveHttpSecrets(cmd.config, config, secretSources)
+if (Either.isLeft(httpSecrets)) fail(httpSecrets.left.message)
+const zkCredentials = Option.getOrUndefined(Either.getOrThrow(zkAuth))
+const { token: httpToken, tls: httpTls } = Either.getOrThrow(httpSecrets)
 
 const zooKeeper = ZooKeeperClient.layer({
   hosts: config.zk_hosts,
   sessionTimeout: `${config.zk_session_timeout_ms} millis`,
   connectTimeout: `${config.zk_connect_timeout_ms} millis`,
   requestTimeout: `${Math.max(config.zk_session_timeout_ms, 2000)} millis`,
-  silenceLimit: `${config.fence_after_ms} millis`
+  silenceLimit: `${config.fence_after_ms} millis`,
+  ...(zkCredentials === undefined ? {} : { auth: zkCredentials }),
+  ...(config.zk_chroot === undefined ? {} : { chroot: config.zk_chroot })
 })
 
 const node = Node.layer.pipe(
@@ -91,7 +100,22 @@ const withSentinel =
 
 const program = Effect.gen(function* () {
   for (const w of warnings) yield* Effect.logWarning(w)
-  return yield* Layer.launch(Http.layer({ host: config.http_host, port: config.http_port }, withSentinel))
+  if (config.http_legacy_get) {
+    yield* Effect.logWarning(
+      `http_legacy_get is on: GET /enable and /disable work${Option.isNone(httpToken) ? " from any address, without a token" : ""}; any web page a browser on the network opens can send one`
+    )
+  }
+  return yield* Layer.launch(
+    Http.layer(
+      {
+        host: config.http_host,
+        port: config.http_port,
+        guard: { token: httpToken, legacyGet: config.http_legacy_get },
+        ...(Option.isSome(httpTls) ? { tls: httpTls.value } : {})
+      },
+      withSentinel
+    )
+  )
 }).pipe(
   Effect.tapErrorTag("SentinelServeError", (e) => Effect.logFatal(e.message)),
   Effect.tapErrorTag("ServeError", (e) =>

@@ -28,6 +28,7 @@ const defaults: DictatorConfigData = {
   handover_timeout_ms: 3000,
   min_replicas_to_write: 1,
   min_replicas_max_lag: 2,
+  http_legacy_get: false,
   quorum: null
 }
 
@@ -84,6 +85,7 @@ describe("parseConfig: valid files", () => {
       log_format: "json",
       http_port: 1,
       http_host: "127.0.0.1",
+      http_legacy_get: true,
       zk_hosts: ["zk1:2181", "zk2", "10.0.0.9:65535"],
       zk_session_timeout_ms: 120000,
       zk_connect_timeout_ms: 100,

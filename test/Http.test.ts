@@ -4,12 +4,17 @@
  */
 import { HttpApp } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Option } from "effect"
+import { Effect, Option, Redacted } from "effect"
 import {
   checkHealth,
   checkMaster,
   checkReadiness,
   checkReplica,
+  DEFAULT_GUARD,
+  guardMutation,
+  isLoopback,
+  type MutationGuard,
+  type MutationRequest,
   type NodeReady,
   parseLag,
   replicaLagBytes,
@@ -281,5 +286,73 @@ describe("?lag= fuzz", () => {
       if (r.status === 400) expect(JSON.parse(r.body).error).toContain("?lag= must be")
       expect(r.check ?? "", lag).toMatch(/^[\x20-\x7e]*$/)
     }
+  })
+})
+
+describe("guardMutation (mutating endpoints)", () => {
+  const token = Option.some(Redacted.make("0123456789abcdef-token"))
+  const req = (over: Partial<MutationRequest> = {}): MutationRequest => ({
+    method: "POST",
+    path: "/disable",
+    remoteAddress: Option.some("127.0.0.1"),
+    authorization: undefined,
+    ...over
+  })
+  const status = (guard: MutationGuard, r: MutationRequest) => Option.map(guardMutation(guard, r), (x) => x.status)
+
+  it("loopback is 127.0.0.0/8 and ::1, IPv4-mapped too", () => {
+    for (const a of ["127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"]) expect(isLoopback(a), a).toBe(true)
+    for (const a of ["10.0.0.1", "192.0.2.2", "::ffff:10.0.0.1", "fd00::2", "128.0.0.1", "1.127.0.0", "localhost", ""]) expect(isLoopback(a), a).toBe(false)
+  })
+
+  it("without a token: POST from loopback only; a remote or unknown address is 403 with a hint", () => {
+    expect(status(DEFAULT_GUARD, req())).toEqual(Option.none())
+    expect(status(DEFAULT_GUARD, req({ remoteAddress: Option.some("::1") }))).toEqual(Option.none())
+    expect(status(DEFAULT_GUARD, req({ remoteAddress: Option.some("10.1.2.3") }))).toEqual(Option.some(403))
+    expect(status(DEFAULT_GUARD, req({ remoteAddress: Option.none() }))).toEqual(Option.some(403))
+    const hint = Option.getOrThrow(guardMutation(DEFAULT_GUARD, req({ remoteAddress: Option.some("10.1.2.3") }))).hint
+    expect(hint).toContain("10.1.2.3")
+    expect(hint).toContain("http_token_file")
+  })
+
+  it("GET, PUT, DELETE: 405 with Allow: POST and a hint; with legacyGet GET passes", () => {
+    for (const method of ["GET", "PUT", "DELETE", "HEAD"]) {
+      const r = Option.getOrThrow(guardMutation(DEFAULT_GUARD, req({ method })))
+      expect(r.status, method).toBe(405)
+      expect(r.headers).toEqual({ allow: "POST" })
+      expect(r.hint).toContain("use POST /disable")
+    }
+    expect(status({ token: Option.none(), legacyGet: true }, req({ method: "GET", remoteAddress: Option.some("10.1.2.3") }))).toEqual(Option.none())
+    expect(status({ token: Option.none(), legacyGet: true }, req({ method: "PUT" }))).toEqual(Option.some(405))
+  })
+
+  it("with a token: the right Bearer from anywhere, 401 otherwise (loopback included); legacyGet still needs it", () => {
+    const guard = { token, legacyGet: false }
+    const good = "Bearer 0123456789abcdef-token"
+    expect(status(guard, req({ authorization: good, remoteAddress: Option.some("10.1.2.3") }))).toEqual(Option.none())
+    expect(status(guard, req({ authorization: "bearer   0123456789abcdef-token " }))).toEqual(Option.none())
+    for (const authorization of [undefined, "", "Bearer", "Basic 0123456789abcdef-token", "Bearer 0123456789abcdef-toke", "Bearer 0123456789abcdef-token2"]) {
+      expect(status(guard, req({ authorization })), String(authorization)).toEqual(Option.some(401))
+    }
+    expect(Option.getOrThrow(guardMutation(guard, req())).hint).toContain("Authorization: Bearer <token>")
+    const legacy = { token, legacyGet: true }
+    expect(status(legacy, req({ method: "GET", remoteAddress: Option.some("10.1.2.3") }))).toEqual(Option.some(401))
+    expect(status(legacy, req({ method: "GET", authorization: good }))).toEqual(Option.none())
+  })
+
+  it("through the router: the web handler knows no remote address, so POST is refused and nothing changes; GET is 405", async () => {
+    let disabled = 0
+    const node: DictatorNodeService = { ...nodeWith(masterStatus), disable: Effect.sync(() => (disabled++, true)) }
+    const h = HttpApp.toWebHandler(router(Effect.succeed(Option.some(node))))
+    expect(await get(h, "/disable", { method: "POST" })).toMatchObject({ status: 403 })
+    expect(await get(h, "/disable")).toMatchObject({ status: 405 })
+    const withToken = HttpApp.toWebHandler(router(Effect.succeed(Option.some(node)), { token, legacyGet: false }))
+    expect(await get(withToken, "/disable", { method: "POST", headers: { authorization: "Bearer 0123456789abcdef-token" } })).toMatchObject({
+      status: 200,
+      body: "disabled\n"
+    })
+    expect(disabled).toBe(1)
+    // Read-only endpoints are not guarded.
+    expect((await get(h, "/ping", { method: "POST" })).status).toBe(200)
   })
 })

@@ -58,9 +58,19 @@ const stand = (d: Deps) =>
     const events = yield* d.withPermit(Effect.uninterruptible(won))
     yield* Effect.forEach(events, d.feed, { discard: true })
   }).pipe(
-    Effect.catchAll((e) => Effect.logWarning(`election attempt failed: ${e.message}`)),
+    Effect.tap(() => Effect.sync(() => lastElectionFailure.delete(d))),
+    // Once per reason: a refusal that lasts (NoAuth: zk_auth differs from the other dictators')
+    // would otherwise be logged at every attempt.
+    Effect.catchAll((e) =>
+      lastElectionFailure.get(d) === e.message
+        ? Effect.logDebug(`election attempt failed again: ${e.message}`)
+        : Effect.zipRight(Effect.sync(() => void lastElectionFailure.set(d, e.message)), Effect.logWarning(`election attempt failed: ${e.message}`))
+    ),
     Effect.annotateLogs({ loop: "election" })
   )
+
+/** The last failure of each node's election attempts, logged once until an attempt gets through. */
+const lastElectionFailure = new WeakMap<Deps, string>()
 
 /**
  * The znode comes before the winner's REPLICAOF NO ONE: a replica that asks a server not yet

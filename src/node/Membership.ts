@@ -81,10 +81,28 @@ export const make = Effect.gen(function* () {
   }).pipe(Effect.catchAll((e) => Effect.logWarning(`cannot remove the member record: ${e.message}`)))
 
   const offer = Queue.offer(wake, undefined)
+  let failing: string | undefined
   yield* supervised("member")(
     Effect.forever(
       Effect.raceFirst(Queue.take(wake), Effect.sleep(`${config.check_interval_ms} millis`)).pipe(
-        Effect.zipRight(publishOnce.pipe(Effect.catchAll((e) => Effect.logWarning(`cannot publish member record: ${e.message}`))))
+        Effect.zipRight(
+          Effect.suspend(() => {
+            const before = published
+            return Effect.map(publishOnce, () => published !== before)
+          }).pipe(
+            // Once per reason, not once per tick (a NoAuth lasts until the operator fixes zk_auth).
+            Effect.tap((wrote) =>
+              failing === undefined || !wrote
+                ? Effect.void
+                : Effect.zipRight(Effect.sync(() => void (failing = undefined)), Effect.logInfo("member record published again"))
+            ),
+            Effect.catchAll((e) =>
+              e.message === failing
+                ? Effect.void
+                : Effect.zipRight(Effect.sync(() => void (failing = e.message)), Effect.logWarning(`cannot publish member record: ${e.message}`))
+            )
+          )
+        )
       )
     )
   )

@@ -100,16 +100,30 @@ export interface TopologyOptions {
   readonly extra?: Record<string, unknown>
   /** The dictators' zk_hosts from the ensemble's servers (default: the servers' own addresses). */
   readonly dictatorZkHosts?: (zk: { readonly servers: ReadonlyArray<ZkServer>; readonly hosts: ReadonlyArray<string> }) => Effect.Effect<ReadonlyArray<string>, unknown, Scope.Scope>
+  /** redis.conf lines of every Redis (e.g. an ACL user for the dictators). */
+  readonly redisConfigLines?: ReadonlyArray<string>
+  /** Bound of each dictator's start (default the harness's 20 s). */
+  readonly dictatorReadyTimeout?: Duration.DurationInput
 }
 
 export const makeTopology = (svc: string, opts?: TopologyOptions): Effect.Effect<Topology, unknown, Scope.Scope> =>
   Effect.gen(function* () {
     const zk = yield* zooKeeperEnsemble(3, { tickTime: ZK_TICK_MS })
     const zkHosts = opts?.dictatorZkHosts === undefined ? zk.hosts : yield* opts.dictatorZkHosts(zk)
-    const redis = yield* Effect.forEach(NAMES, () => redisServer({ args: REDIS_ARGS }))
+    const redis = yield* Effect.forEach(NAMES, () =>
+      redisServer({ args: REDIS_ARGS, ...(opts?.redisConfigLines === undefined ? {} : { configLines: opts.redisConfigLines }) })
+    )
     const dictators = yield* Effect.forEach(
       NAMES,
-      (name, i) => dictator({ name, svc, zkHosts, redisPort: redis[i]!.port, ...(opts?.extra === undefined ? {} : { extra: opts.extra }) }),
+      (name, i) =>
+        dictator({
+          name,
+          svc,
+          zkHosts,
+          redisPort: redis[i]!.port,
+          ...(opts?.extra === undefined ? {} : { extra: opts.extra }),
+          ...(opts?.dictatorReadyTimeout === undefined ? {} : { readyTimeout: opts.dictatorReadyTimeout })
+        }),
       { concurrency: "unbounded" }
     )
     // Registered last, so it runs first: no graceful handovers one after the other at teardown.

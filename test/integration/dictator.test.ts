@@ -580,13 +580,19 @@ layer(standalone, { timeout: "150 seconds", excludeTestServices: true })("three 
     }).pipe(logsOnFailure)
   )
 
-  for (const method of ["GET", "POST"] as const) {
-    it.scoped(`4. /disable (${method}) on the master hands over; /enable (${method}) rejoins as a replica`, () =>
+  // Mutating endpoints take POST only (issue 9); GET answers 405 and changes nothing.
+  for (const method of ["POST"] as const) {
+    it.scoped(`4. /disable (${method}) on the master hands over; /enable (${method}) rejoins as a replica; GET is 405`, () =>
       Effect.gen(function* () {
         const t = yield* Topo
         const c = yield* restore(t)
         const old = c.master
         const client = yield* zkSession(t.zkHosts)
+
+        const refused = yield* httpRequest(old.dictator.httpPort, "/disable", "GET", 15_000)
+        expect(refused.status).toBe(405)
+        expect(refused.body).toContain("use POST /disable")
+        expect(yield* statusOf(old.dictator)).toMatchObject({ enabled: true, role: "master" })
 
         // /disable answers once the handover is over (bounded by 2 × handover_timeout_ms + 2 s).
         const disabled = yield* httpRequest(old.dictator.httpPort, "/disable", method, 15_000)
