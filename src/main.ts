@@ -7,7 +7,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Either, Layer } from "effect"
 import { readFileSync } from "node:fs"
 import { parseArgs, usage } from "./Cli.js"
-import { DictatorConfig, parseConfig, resolveRedisSecrets } from "./Config.js"
+import { DictatorConfig, localNodes, nodeConfig, parseConfig, resolveRedisSecrets } from "./Config.js"
 import * as Http from "./Http.js"
 import * as Log from "./Log.js"
 import * as Node from "./Node.js"
@@ -54,9 +54,30 @@ const zooKeeper = ZooKeeperClient.layer({
   silenceLimit: `${config.fence_after_ms} millis`
 })
 
+const redis = Redis.layerWith(Either.getOrThrow(redisSecrets))
+
 const node = Node.layer.pipe(
-  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, Redis.layerWith(Either.getOrThrow(redisSecrets))))
+  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, redis))
 )
+
+/**
+ * `nodes: [...]`: one node per entry, each with the config as the single form would give it,
+ * all on the same ZooKeeper client (one session) and Redis layer; log lines name the node.
+ */
+const manyNodes = () =>
+  Http.layerMany(
+    { host: config.http_host, port: config.http_port },
+    localNodes(config).map((local) => ({
+      service: local.service,
+      name: local.node.name,
+      // Fresh: layers are shared by reference within one build, and each entry is its own node.
+      layer: Layer.fresh(Node.layer).pipe(
+        Layer.provide(DictatorConfig.layerValue(nodeConfig(config, local), cmd.config)),
+        Layer.annotateLogs({ service: local.service, node: local.node.name })
+      )
+    })),
+    Layer.mergeAll(zooKeeper, redis)
+  )
 
 /** The first line of sentinel_password_file: the password never sits in the JSON file. */
 const readSentinelPassword = (file: string): string => {
@@ -91,7 +112,9 @@ const withSentinel =
 
 const program = Effect.gen(function* () {
   for (const w of warnings) yield* Effect.logWarning(w)
-  return yield* Layer.launch(Http.layer({ host: config.http_host, port: config.http_port }, withSentinel))
+  return yield* Layer.launch(
+    config.nodes === undefined ? Http.layer({ host: config.http_host, port: config.http_port }, withSentinel) : manyNodes()
+  )
 }).pipe(
   Effect.tapErrorTag("SentinelServeError", (e) => Effect.logFatal(e.message)),
   Effect.tapErrorTag("ServeError", (e) =>
