@@ -277,7 +277,7 @@ const multiNodeProcess = (zkHosts: ReadonlyArray<string>, k: number, prefix: str
       nodesList: nodes
     })
     yield* Effect.addFinalizer(() => d.kill9)
-    yield* waitUntil(
+    const list = yield* waitUntil(
       `${k} nodes in one process, each master of its service`,
       Effect.map(d.http(`/nodes?format=json`), (r) => {
         if (r.status !== 200) return Option.none()
@@ -286,8 +286,8 @@ const multiNodeProcess = (zkHosts: ReadonlyArray<string>, k: number, prefix: str
       }),
       { timeout: "90 seconds", interval: "500 millis" }
     )
-    const st = yield* d.status
-    return { redis, dictator: d, session: sessionOf(st) }
+    // One session for all of them: the first node's names it.
+    return { redis, dictator: d, session: sessionOf(list[0]) }
   })
 
 export const runFootprint = (opts: FootprintOptions): Effect.Effect<{ rows: ReadonlyArray<Figures>; settings: unknown }, unknown, Scope.Scope> =>
