@@ -52,11 +52,14 @@ import { sentinelProcess } from "./sentinel.js"
 export interface FootprintOptions {
   readonly minutes: number
   readonly nodes: number
+  /** Config keys given to every dictator (--config JSON), e.g. {"check_interval_ms": 1000}. */
+  readonly config: Record<string, unknown>
 }
 
 export const FOOTPRINT_USAGE = `usage: npm run bench -- --cases footprint [--minutes M] [--nodes K]
   --minutes M   measured idle time (default 10; decimals allowed)
-  --nodes K     also measure one process managing K nodes (K ≥ 2; default: not measured)`
+  --nodes K     also measure one process managing K nodes (K ≥ 2; default: not measured)
+  --config JSON config keys for every dictator, e.g. '{"check_interval_ms": 1000}' (default: none)`
 
 // ---------------------------------------------------------------------------------------------
 // /proc and ZooKeeper four-letter words
@@ -240,13 +243,13 @@ const sessionOf = (st: unknown): string | undefined => {
 }
 
 /** 3 dictators on 3 Redis servers: resolves once one is master and the two others replicas. */
-const dictatorService = (zkHosts: ReadonlyArray<string>, svc: string) =>
+const dictatorService = (zkHosts: ReadonlyArray<string>, svc: string, extra: Record<string, unknown>) =>
   Effect.gen(function* () {
     const names = ["a", "b", "c"]
     const redis = yield* Effect.forEach(names, () => redisServer({ args: REDIS_ARGS }))
     const dictators = yield* Effect.forEach(
       names,
-      (name, i) => dictator({ name, svc, zkHosts, redisPort: redis[i]!.port }),
+      (name, i) => dictator({ name, svc, zkHosts, redisPort: redis[i]!.port, extra }),
       { concurrency: "unbounded" }
     )
     const statuses = yield* waitUntil(
@@ -265,7 +268,7 @@ const dictatorService = (zkHosts: ReadonlyArray<string>, svc: string) =>
   })
 
 /** A dictator process managing `k` one-node services (a Redis each), through `nodes: [...]`. */
-const multiNodeProcess = (zkHosts: ReadonlyArray<string>, k: number, prefix: string) =>
+const multiNodeProcess = (zkHosts: ReadonlyArray<string>, k: number, prefix: string, extra: Record<string, unknown>) =>
   Effect.gen(function* () {
     const redis: Array<RedisServer> = yield* Effect.forEach(Array.from({ length: k }), () => redisServer({ args: REDIS_ARGS }))
     const nodes = redis.map((r, i) => ({ service: `${prefix}${i + 1}`, name: "a", host: "127.0.0.1", port: r.port }))
@@ -274,7 +277,8 @@ const multiNodeProcess = (zkHosts: ReadonlyArray<string>, k: number, prefix: str
       svc: `${prefix}1`,
       zkHosts,
       redisPort: redis[0]!.port,
-      nodesList: nodes
+      nodesList: nodes,
+      extra
     })
     yield* Effect.addFinalizer(() => d.kill9)
     const list = yield* waitUntil(
@@ -294,7 +298,7 @@ export const runFootprint = (opts: FootprintOptions): Effect.Effect<{ rows: Read
   Effect.gen(function* () {
     log("footprint: a standalone ZooKeeper (tickTime 2000), 3 redis-servers + 3 dictators; 3 redis-servers + 3 redis-sentinels")
     const zk = yield* zooKeeper({ tickTime: 2000 })
-    const svc = yield* dictatorService([zk.connectString], "footprint")
+    const svc = yield* dictatorService([zk.connectString], "footprint", opts.config)
     // Sentinel: a master and two replicas, three sentinels.
     const sRedis = yield* Effect.forEach([0, 1, 2], () => redisServer({ args: REDIS_ARGS }))
     for (const r of sRedis.slice(1)) yield* r.cli("REPLICAOF", "127.0.0.1", String(sRedis[0]!.port))
@@ -317,8 +321,8 @@ export const runFootprint = (opts: FootprintOptions): Effect.Effect<{ rows: Read
     let multi: { readonly k: number } | undefined
     if (opts.nodes >= 2) {
       log(`footprint: one dictator process managing ${opts.nodes} nodes, one managing 1 node`)
-      const one = yield* multiNodeProcess([zk.connectString], 1, "one")
-      const many = yield* multiNodeProcess([zk.connectString], opts.nodes, "many")
+      const one = yield* multiNodeProcess([zk.connectString], 1, "one", opts.config)
+      const many = yield* multiNodeProcess([zk.connectString], opts.nodes, "many", opts.config)
       watched.push({ what: "dictator, 1 node (nodes: [1])", pid: one.dictator.pid, session: () => one.session })
       watched.push({ what: `dictator, ${opts.nodes} nodes (nodes: [${opts.nodes}])`, pid: many.dictator.pid, session: () => many.session })
       multi = { k: opts.nodes }
@@ -348,7 +352,7 @@ export const runFootprint = (opts: FootprintOptions): Effect.Effect<{ rows: Read
       rows,
       settings: {
         zookeeper: { servers: 1, tickTime: 2000, znodes: Number(m.zk_znode_count), watches: Number(m.zk_watch_count) },
-        dictator: "default settings, log level INFO, 3 nodes of one service",
+        dictator: { settings: opts.config, logLevel: "INFO", nodeArgs: process.env.DICTATOR_NODE_ARGS ?? "" },
         sentinel: { quorum: 2, downAfterMs: 1000 },
         warmupS,
         minutes: opts.minutes,
@@ -370,6 +374,7 @@ const parseArgs = (argv: ReadonlyArray<string>): FootprintOptions & { readonly c
   let minutes = 10
   let nodes = 0
   let cases: Array<string> = ["footprint"]
+  let config: Record<string, unknown> = {}
   const fail = (msg: string): never => {
     console.error(`bench: ${msg}\n${FOOTPRINT_USAGE}`)
     process.exit(2)
@@ -391,6 +396,17 @@ const parseArgs = (argv: ReadonlyArray<string>): FootprintOptions & { readonly c
         if (!Number.isInteger(nodes) || nodes < 2 || nodes > 500) fail(`--nodes ${v}: must be an integer from 2 to 500`)
         break
       }
+      case "--config": {
+        const v = value()
+        try {
+          const parsed = JSON.parse(v) as unknown
+          if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object")
+          config = parsed as Record<string, unknown>
+        } catch (e) {
+          fail(`--config ${v}: must be a JSON object of config keys (${(e as Error).message})`)
+        }
+        break
+      }
       case "--cases":
         cases = value().split(",").map((s) => s.trim()).filter((s) => s.length > 0)
         for (const c of cases) if (c !== "footprint") fail(`unknown case "${c}" here (this runner takes: footprint)`)
@@ -404,7 +420,7 @@ const parseArgs = (argv: ReadonlyArray<string>): FootprintOptions & { readonly c
         fail(`unknown argument ${arg}`)
     }
   }
-  return { minutes, nodes, cases }
+  return { minutes, nodes, cases, config }
 }
 
 const main = Effect.gen(function* () {
