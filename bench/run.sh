@@ -6,6 +6,7 @@
 #   bash bench/run.sh                         every case, 5 rounds each (about 10 minutes)
 #   bash bench/run.sh --rounds 3 --cases dictator-handover,sentinel-redis-killed
 #   bash bench/run.sh --partition [--rounds N]  the partition comparison (bench/partition.ts; root)
+#   bash bench/run.sh --cases footprint [--minutes M] [--nodes K]  idle footprint (bench/footprint.ts)
 #   bash bench/run.sh --help
 #
 # Prints a table and writes bench/results/<date>.json.
@@ -21,6 +22,19 @@ if [ "${1:-}" = "--partition" ]; then
   shift
   printf '\n==> node dist/bench/partition.js %s\n' "$*" >&2
   exec node dist/bench/partition.js "$@"
+fi
+# --cases footprint: the idle footprint (bench/footprint.ts), not a failover case.
+for ((i = 1; i <= $#; i++)); do
+  arg="${!i}"
+  next=$((i + 1))
+  case "$arg" in
+    --cases=footprint | --cases=footprint,*) footprint=1 ;;
+    --cases) [ "${!next:-}" = footprint ] && footprint=1 ;;
+  esac
+done
+if [ "${footprint:-0}" = 1 ]; then
+  printf '\n==> node dist/bench/footprint.js %s\n' "$*" >&2
+  exec node dist/bench/footprint.js "$@"
 fi
 printf '\n==> node dist/bench/failover.js %s\n' "$*" >&2
 exec node dist/bench/failover.js "$@"

@@ -260,6 +260,16 @@ export const DictatorConfigSchema = Schema.Struct({
   node: Schema.optionalWith(
     NodeConfig,
     { default: () => Schema.decodeSync(NodeConfig)({}) }
+  ),
+  /**
+   * Several local nodes in one process (instead of `node`): each entry is a `node` plus the
+   * `service` it belongs to (svc_name when absent). One ZooKeeper session and one HTTP listener
+   * serve them all; at most one node per service.
+   */
+  nodes: Schema.optional(
+    Schema.Array(Schema.Struct({ ...NodeConfig.fields, service: Schema.optional(ZnodeName) })).pipe(
+      Schema.minItems(1, { message: () => "must list at least one node object" })
+    )
   )
 })
 
@@ -267,6 +277,29 @@ export type DictatorConfigData = typeof DictatorConfigSchema.Type
 
 export const knownKeys: ReadonlyArray<string> = Object.keys(DictatorConfigSchema.fields)
 export const knownNodeKeys: ReadonlyArray<string> = Object.keys(NodeConfig.fields)
+/** The keys of one entry of `nodes`: a node's, and its service. */
+export const knownNodesEntryKeys: ReadonlyArray<string> = [...knownNodeKeys, "service"]
+
+/** One local node of the process and its service: `node` + `svc_name`, or one entry of `nodes`. */
+export interface LocalNode {
+  readonly service: string
+  readonly node: DictatorConfigData["node"]
+}
+
+/** The local nodes this process runs: the entries of `nodes`, or the single `node` of `svc_name`. */
+export const localNodes = (config: DictatorConfigData): ReadonlyArray<LocalNode> =>
+  config.nodes === undefined
+    ? [{ service: config.svc_name, node: config.node }]
+    : config.nodes.map(({ service, ...node }) => ({ service: service ?? config.svc_name, node }))
+
+/**
+ * The configuration as one node of `nodes` sees it: the shared keys, with `svc_name` and `node`
+ * set to the entry's (so the node's services read exactly what the single form gives them).
+ */
+export const nodeConfig = (config: DictatorConfigData, local: LocalNode): DictatorConfigData => {
+  const { nodes: _nodes, ...shared } = config
+  return { ...shared, svc_name: local.service, node: local.node }
+}
 
 export class ConfigError extends Data.TaggedError("ConfigError")<{
   readonly file: string
@@ -377,6 +410,18 @@ export const parseConfig = (file: string, text: string): Either.Either<LoadedCon
       if (!knownNodeKeys.includes(key)) unknownKey(`node.${key}`, key, knownNodeKeys, "node.")
     }
   }
+  const nodes = (json as Record<string, unknown>)["nodes"]
+  if (Array.isArray(nodes)) {
+    nodes.forEach((entry, i) => {
+      if (entry === null || typeof entry !== "object" || Array.isArray(entry)) return
+      for (const key of Object.keys(entry)) {
+        if (!knownNodesEntryKeys.includes(key)) unknownKey(`nodes.${i}.${key}`, key, knownNodesEntryKeys, `nodes.${i}.`)
+      }
+    })
+  }
+  if (node !== undefined && nodes !== undefined) {
+    typos.push('keys "node" and "nodes" together: use "node" (with svc_name) for one local node, or list every local node in "nodes"')
+  }
   if (typos.length > 0) return Either.left(new ConfigError({ file, detail: typos.join("; ") }))
   const decoded = Schema.decodeUnknownEither(DictatorConfigSchema, { onExcessProperty: "ignore", errors: "all" })(json)
   if (Either.isLeft(decoded)) {
@@ -401,6 +446,30 @@ export const parseConfig = (file: string, text: string): Either.Either<LoadedCon
         detail: `key "check_timeout_ms" = ${config.check_timeout_ms}: must not exceed down_after_ms (${config.down_after_ms})`
       })
     )
+  }
+  if (config.nodes !== undefined) {
+    const seen = new Set<string>()
+    for (const [i, local] of localNodes(config).entries()) {
+      // The master znode's owner is a session: two nodes of one service on one session could not
+      // tell which of them is master.
+      if (seen.has(local.service)) {
+        return Either.left(
+          new ConfigError({
+            file,
+            detail: `key "nodes.${i}.service" = ${JSON.stringify(local.service)}: another entry of "nodes" already belongs to that service; one process runs at most one node per service`
+          })
+        )
+      }
+      seen.add(local.service)
+    }
+    if (config.sentinel_port !== undefined) {
+      return Either.left(
+        new ConfigError({
+          file,
+          detail: 'key "sentinel_port" with "nodes": the Sentinel-compatible endpoint serves the single "node" form only; remove sentinel_port or run one process per node'
+        })
+      )
+    }
   }
   return Either.right({ file, config, warnings })
 }

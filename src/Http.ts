@@ -409,32 +409,111 @@ export const router = (ready: NodeReady, guard: MutationGuard = DEFAULT_GUARD) =
     )
   )
 
+// ---------------------------------------------------------------------------------------------
+// Several local nodes in one process (`nodes: [...]`)
+
+/** One local node of a multi-node process, as the API addresses it. */
+export interface NodeRoute {
+  readonly service: string
+  readonly name: string
+  readonly ready: NodeReady
+}
+
+/** The path prefix of one node's API in a multi-node process: `/nodes/<service>/<name>`. */
+export const nodePrefix = (service: string, name: string): `/${string}` => `/nodes/${service}/${name}`
+
+/** Where and how the API listens, for one node or many. */
+export interface ListenerOptions {
+  readonly host: string
+  readonly port: number
+  readonly guard?: MutationGuard
+  /** PEM certificate (chain) and key: HTTPS instead of HTTP. */
+  readonly tls?: { readonly cert: string; readonly key: string }
+}
+
+// node:https's server is node:http's with TLS in front: the same request and response types.
+const serverFactory = (tls: ListenerOptions["tls"]) => () =>
+  tls === undefined ? createServer() : (createHttpsServer({ cert: tls.cert, key: tls.key }) as unknown as ReturnType<typeof createServer>)
+
+/**
+ * The API of a multi-node process: `/ping`; `/nodes` lists every node's JSON status (a node not
+ * built yet as `{"service","name","state":"starting"}`); every route of the single form under
+ * `/nodes/<service>/<name>` (`/nodes/orders/redis1/status`, `/nodes/orders/redis1/master`, …).
+ */
+export const routerMany = (nodes: ReadonlyArray<NodeRoute>, guard: MutationGuard = DEFAULT_GUARD) =>
+  nodes.reduce(
+    (r, n) => HttpRouter.mount(r, nodePrefix(n.service, n.name), router(n.ready, guard)),
+    HttpRouter.empty.pipe(
+      both("/ping", HttpServerResponse.text("PONG\n")),
+      both(
+        "/nodes",
+        Effect.gen(function* () {
+          const list = yield* Effect.forEach(
+            nodes,
+            (n) =>
+              Effect.flatMap(n.ready, (node) =>
+                Option.isNone(node)
+                  ? Effect.succeed<unknown>({ service: n.service, name: n.name, ...STARTING })
+                  : node.value.status.pipe(
+                      Effect.timeout(STATUS_WITHIN),
+                      Effect.map((s): unknown => statusJson(s)),
+                      Effect.orElseSucceed(() => ({ service: n.service, name: n.name, state: "unresponsive" }))
+                    )
+              ),
+            { concurrency: "unbounded" }
+          )
+          return yield* HttpServerResponse.json(list).pipe(Effect.orDie)
+        })
+      )
+    )
+  )
+
+/**
+ * Serves the API of several local nodes on one listener, then builds every node (each as soon
+ * as it can: one node waiting for its Redis or failing to start does not hold the others' API).
+ */
+export const layerMany = <E, R, E2, S>(
+  options: ListenerOptions,
+  nodes: ReadonlyArray<{ readonly service: string; readonly name: string; readonly layer: Layer.Layer<DictatorNode, E, R> }>,
+  /** What the nodes share (the ZooKeeper client, Redis): built once, after the listener is up. */
+  shared: Layer.Layer<R, E2, S>
+) =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const built = yield* Effect.forEach(nodes, () => Deferred.make<DictatorNodeService>())
+      const routes = nodes.map((n, i) => ({
+        service: n.service,
+        name: n.name,
+        ready: Deferred.poll(built[i]!).pipe(Effect.flatMap(Effect.transposeOption))
+      }))
+      const serve = routerMany(routes, options.guard).pipe(
+        HttpServer.serve(),
+        Layer.provide(NodeHttpServer.layer(serverFactory(options.tls), { host: options.host, port: options.port }))
+      )
+      // Merged layers are built concurrently.
+      const publish = nodes.reduce<Layer.Layer<never, E, R>>(
+        (all, n, i) =>
+          Layer.merge(
+            all,
+            Layer.effectDiscard(Effect.flatMap(DictatorNode, (node) => Deferred.succeed(built[i]!, node))).pipe(Layer.provide(n.layer))
+          ),
+        Layer.empty
+      )
+      return Layer.provide(Layer.provide(publish, shared), serve)
+    })
+  )
+
 /**
  * Serves the API, then builds `node`: a taken port stops the program before it joins the
  * election, and the API answers (503 "starting") while ZooKeeper is still out of reach.
  */
-export const layer = <E, R>(
-  options: {
-    readonly host: string
-    readonly port: number
-    readonly guard?: MutationGuard
-    /** PEM certificate (chain) and key: HTTPS instead of HTTP. */
-    readonly tls?: { readonly cert: string; readonly key: string }
-  },
-  node: Layer.Layer<DictatorNode, E, R>
-) =>
+export const layer = <E, R>(options: ListenerOptions, node: Layer.Layer<DictatorNode, E, R>) =>
   Layer.unwrapEffect(
     Effect.gen(function* () {
       const built = yield* Deferred.make<DictatorNodeService>()
-      const tls = options.tls
-      // node:https's server is node:http's with TLS in front: the same request and response types.
-      const server = () =>
-        tls === undefined
-          ? createServer()
-          : (createHttpsServer({ cert: tls.cert, key: tls.key }) as unknown as ReturnType<typeof createServer>)
       const serve = router(Deferred.poll(built).pipe(Effect.flatMap(Effect.transposeOption)), options.guard).pipe(
         HttpServer.serve(),
-        Layer.provide(NodeHttpServer.layer(server, { host: options.host, port: options.port }))
+        Layer.provide(NodeHttpServer.layer(serverFactory(options.tls), { host: options.host, port: options.port }))
       )
       const publish = Layer.effectDiscard(Effect.flatMap(DictatorNode, (n) => Deferred.succeed(built, n))).pipe(
         Layer.provide(node)

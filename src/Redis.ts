@@ -134,6 +134,11 @@ export interface RedisConnection {
   readonly address: RedisAddress
   readonly ping: Effect.Effect<void, RedisFailure>
   readonly replication: Effect.Effect<ReplicationInfo, RedisFailure>
+  /**
+   * A health check: PING then INFO replication, sent together (one round trip, one timeout); the
+   * PING's failure (LOADING, refused) wins over the INFO's.
+   */
+  readonly check: Effect.Effect<ReplicationInfo, RedisFailure>
   readonly replicaOf: (target: RedisAddress | null) => Effect.Effect<void, RedisFailure>
   /** `CLIENT PAUSE ms WRITE`: writes block (then fail on a demoted node), reads go on. */
   readonly pauseWrites: (duration: Duration.DurationInput) => Effect.Effect<void, RedisFailure>
@@ -388,11 +393,63 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
         }
       })
 
+      const timeoutMs = Duration.toMillis(timeout)
+      /**
+       * One command, bounded by a timer of its own rather than an Effect timeout (which forks a
+       * fiber per command): the health checks run ten times a second, this is their idle cost.
+       * Past the timeout the command's late answer is ignored, as with an Effect timeout.
+       */
       const run = <A>(command: string, f: (c: IORedis) => Promise<A>): Effect.Effect<A, RedisFailure> =>
-        Effect.tryPromise({ try: () => f(client), catch: (e) => classify(command, e) }).pipe(
-          withCommandTimeout(name, command, timeout),
-          Effect.tapBoth(report(command))
-        )
+        Effect.async<A, RedisFailure>((resume) => {
+          let done = false
+          const timer = setTimeout(() => {
+            done = true
+            resume(
+              Effect.fail(
+                new RedisUnavailable({ address: name, reason: "timeout", detail: `${command} got no answer within ${Duration.format(timeout)}` })
+              )
+            )
+          }, timeoutMs)
+          let pending: Promise<A>
+          try {
+            pending = f(client)
+          } catch (e) {
+            pending = Promise.reject(e)
+          }
+          pending.then(
+            (a) => {
+              if (done) return
+              done = true
+              clearTimeout(timer)
+              resume(Effect.succeed(a))
+            },
+            (e: unknown) => {
+              if (done) return
+              done = true
+              clearTimeout(timer)
+              resume(Effect.fail(classify(command, e)))
+            }
+          )
+          return Effect.sync(() => {
+            done = true
+            clearTimeout(timer)
+          })
+        }).pipe(Effect.tapBoth(report(command)))
+
+      /** PING and INFO replication in one pipeline: [[error, reply], [error, reply]]. */
+      const pingAndInfo = (c: IORedis): Promise<string> =>
+        c
+          .pipeline()
+          .ping()
+          .info("replication")
+          .exec()
+          .then((replies) => {
+            const [ping, info] = replies ?? []
+            if (ping === undefined || info === undefined) throw new Error("Connection is closed.")
+            if (ping[0] !== null) throw ping[0]
+            if (info[0] !== null) throw info[0]
+            return info[1] as string
+          })
 
       const setMasterAuth = (auth: NonNullable<RedisClientOptions["auth"]>) =>
         Effect.zipRight(
@@ -407,6 +464,7 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
         address,
         ping: run("PING", (c) => c.ping()).pipe(Effect.asVoid),
         replication: run("INFO replication", (c): Promise<string> => c.info("replication")).pipe(Effect.map(parseReplication)),
+        check: run("PING + INFO replication", pingAndInfo).pipe(Effect.map(parseReplication)),
         replicaOf: (target) =>
           Effect.zipRight(
             // The replica authenticates to its master with the dictator's own credentials: set

@@ -7,7 +7,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Either, Layer, Option } from "effect"
 import { readFileSync } from "node:fs"
 import { parseArgs, usage } from "./Cli.js"
-import { DictatorConfig, parseConfig, resolveHttpSecrets, resolveRedisSecrets, resolveZkAuth } from "./Config.js"
+import { DictatorConfig, localNodes, nodeConfig, parseConfig, resolveHttpSecrets, resolveRedisSecrets, resolveZkAuth } from "./Config.js"
 import * as Http from "./Http.js"
 import * as Log from "./Log.js"
 import * as Node from "./Node.js"
@@ -53,6 +53,13 @@ if (Either.isLeft(httpSecrets)) fail(httpSecrets.left.message)
 const zkCredentials = Option.getOrUndefined(Either.getOrThrow(zkAuth))
 const { token: httpToken, tls: httpTls } = Either.getOrThrow(httpSecrets)
 
+const listener: Http.ListenerOptions = {
+  host: config.http_host,
+  port: config.http_port,
+  guard: { token: httpToken, legacyGet: config.http_legacy_get },
+  ...(Option.isSome(httpTls) ? { tls: httpTls.value } : {})
+}
+
 const zooKeeper = ZooKeeperClient.layer({
   hosts: config.zk_hosts,
   sessionTimeout: `${config.zk_session_timeout_ms} millis`,
@@ -63,9 +70,30 @@ const zooKeeper = ZooKeeperClient.layer({
   ...(config.zk_chroot === undefined ? {} : { chroot: config.zk_chroot })
 })
 
+const redis = Redis.layerWith(Either.getOrThrow(redisSecrets))
+
 const node = Node.layer.pipe(
-  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, Redis.layerWith(Either.getOrThrow(redisSecrets))))
+  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, redis))
 )
+
+/**
+ * `nodes: [...]`: one node per entry, each with the config as the single form would give it,
+ * all on the same ZooKeeper client (one session) and Redis layer; log lines name the node.
+ */
+const manyNodes = () =>
+  Http.layerMany(
+    listener,
+    localNodes(config).map((local) => ({
+      service: local.service,
+      name: local.node.name,
+      // Fresh: layers are shared by reference within one build, and each entry is its own node.
+      layer: Layer.fresh(Node.layer).pipe(
+        Layer.provide(DictatorConfig.layerValue(nodeConfig(config, local), cmd.config)),
+        Layer.annotateLogs({ service: local.service, node: local.node.name })
+      )
+    })),
+    Layer.mergeAll(zooKeeper, redis)
+  )
 
 /** The first line of sentinel_password_file: the password never sits in the JSON file. */
 const readSentinelPassword = (file: string): string => {
@@ -105,17 +133,7 @@ const program = Effect.gen(function* () {
       `http_legacy_get is on: GET /enable and /disable work${Option.isNone(httpToken) ? " from any address, without a token" : ""}; any web page a browser on the network opens can send one`
     )
   }
-  return yield* Layer.launch(
-    Http.layer(
-      {
-        host: config.http_host,
-        port: config.http_port,
-        guard: { token: httpToken, legacyGet: config.http_legacy_get },
-        ...(Option.isSome(httpTls) ? { tls: httpTls.value } : {})
-      },
-      withSentinel
-    )
-  )
+  return yield* Layer.launch(config.nodes === undefined ? Http.layer(listener, withSentinel) : manyNodes())
 }).pipe(
   Effect.tapErrorTag("SentinelServeError", (e) => Effect.logFatal(e.message)),
   Effect.tapErrorTag("ServeError", (e) =>

@@ -4,7 +4,18 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Either } from "effect"
 import type { DictatorConfigData, LoadedConfig } from "../src/Config.js"
-import { closestKey, ConfigError, editDistance, jsonErrorLocation, knownKeys, knownNodeKeys, parseConfig } from "../src/Config.js"
+import {
+  closestKey,
+  ConfigError,
+  editDistance,
+  jsonErrorLocation,
+  knownKeys,
+  knownNodeKeys,
+  knownNodesEntryKeys,
+  localNodes,
+  nodeConfig,
+  parseConfig
+} from "../src/Config.js"
 
 const FILE = "/etc/dictator/dictator.conf"
 
@@ -383,16 +394,65 @@ describe("examples/dictator.conf", () => {
     expect(loaded.config.svc_name).toBe("orders")
   })
 
-  it("sets every key of the schema, top-level and node", () => {
+  it("sets every key of the schema, top-level and node (nodes: in examples/dictator-multi.conf)", () => {
     const json = JSON.parse(text) as Record<string, unknown>
-    expect(Object.keys(json).sort()).toEqual([...knownKeys].sort())
+    expect(Object.keys(json).sort()).toEqual(knownKeys.filter((k) => k !== "nodes").sort())
     expect(Object.keys(json["node"] as object).sort()).toEqual([...knownNodeKeys].sort())
+  })
+
+  it("examples/dictator-multi.conf parses without a warning and its nodes set every entry key", () => {
+    const multi = path.join(here, "..", "examples", "dictator-multi.conf")
+    const multiText = readFileSync(multi, "utf8")
+    const loaded = ok(multiText, multi)
+    expect(loaded.warnings).toEqual([])
+    expect(localNodes(loaded.config).map((n) => n.service)).toEqual(["orders", "sessions", "carts"])
+    const entries = (JSON.parse(multiText) as { nodes: Array<Record<string, unknown>> }).nodes
+    expect([...new Set(entries.flatMap((e) => Object.keys(e)))].sort()).toEqual([...knownNodesEntryKeys].sort())
   })
 
   it("every key of the schema has a row in README's config table", () => {
     const readme = readFileSync(path.join(here, "..", "README.md"), "utf8")
-    for (const key of [...knownKeys.filter((k) => k !== "node"), ...knownNodeKeys.map((k) => `node.${k}`)]) {
+    for (const key of [...knownKeys.filter((k) => k !== "node"), ...knownNodeKeys.map((k) => `node.${k}`), "nodes[].service"]) {
       expect(readme, key).toContain(`| \`${key}\` |`)
     }
+  })
+})
+
+describe("parseConfig: several local nodes (nodes: [...])", () => {
+  it("gives each entry the node defaults and svc_name as its service unless it names one", () => {
+    const loaded = ok('{"svc_name": "orders", "nodes": [{"name": "a", "port": 6380}, {"service": "carts", "name": "a", "port": 6381, "priority": 0}]}')
+    const nodes = localNodes(loaded.config)
+    expect(nodes).toEqual([
+      { service: "orders", node: { name: "a", host: "localhost", port: 6380, loading_timeout: 30, priority: 100 } },
+      { service: "carts", node: { name: "a", host: "localhost", port: 6381, loading_timeout: 30, priority: 0 } }
+    ])
+    // What one node's services read: the shared keys, its own service and node.
+    const carts = nodeConfig(loaded.config, nodes[1]!)
+    expect(carts.svc_name).toBe("carts")
+    expect(carts.node.port).toBe(6381)
+    expect(carts.nodes).toBeUndefined()
+    expect(carts.check_interval_ms).toBe(loaded.config.check_interval_ms)
+  })
+
+  it("the single form is one local node of svc_name", () => {
+    const loaded = ok('{"svc_name": "orders", "node": {"name": "r1"}}')
+    expect(localNodes(loaded.config)).toEqual([{ service: "orders", node: loaded.config.node }])
+  })
+
+  it("refuses node and nodes together, two nodes of one service, sentinel_port, an empty list", () => {
+    expect(err('{"node": {}, "nodes": [{"name": "a"}]}').message).toContain('keys "node" and "nodes" together')
+    expect(err('{"nodes": [{"service": "s", "name": "a"}, {"service": "s", "name": "b", "port": 6380}]}').message).toContain(
+      'key "nodes.1.service" = "s": another entry of "nodes" already belongs to that service'
+    )
+    expect(err('{"svc_name": "s", "nodes": [{"name": "a"}, {"service": "s", "name": "b"}]}').message).toContain('"nodes.1.service"')
+    expect(err('{"sentinel_port": 26379, "nodes": [{"name": "a"}]}').message).toContain('key "sentinel_port" with "nodes"')
+    expect(err('{"nodes": []}').message).toContain('key "nodes"')
+    expect(err('{"nodes": [{"service": "bad name!"}]}').message).toContain('key "nodes.0.service"')
+  })
+
+  it("names a typo'd key of an entry with its index", () => {
+    expect(err('{"nodes": [{"name": "a"}, {"name": "b", "prioirty": 1}]}').message).toContain(
+      'unknown key "nodes.1.prioirty": did you mean "nodes.1.priority"?'
+    )
   })
 })

@@ -20,8 +20,8 @@ export interface LocalHealthService {
 
 export class LocalHealth extends Context.Tag("dictator/LocalHealth")<LocalHealth, LocalHealthService>() {}
 
-/** One check: PING then INFO replication. */
-export const checkOnce = (conn: RedisConnection) => Effect.either(Effect.zipRight(conn.ping, conn.replication))
+/** One check: PING then INFO replication, in one round trip. */
+export const checkOnce = (conn: RedisConnection) => Effect.either(conn.check)
 
 /**
  * The pause between two checks, cut short when the server drops the connection: a killed Redis

@@ -347,13 +347,17 @@ export class RedisWorld {
   }
 
   private connection(address: RedisAddress, timeout: Duration.Duration): RedisConnection {
+    const ping = this.call(address, timeout, "PING", false, () => undefined)
+    // Real Redis answers INFO while loading; failing it here lets tests take the RedisLoading path.
+    const replication = this.call(address, timeout, "INFO replication", false, (s, now) =>
+      parseReplication(this.infoReplication(s, now))
+    )
     return {
       address,
-      ping: this.call(address, timeout, "PING", false, () => undefined),
-      // Real Redis answers INFO while loading; failing it here lets tests take the RedisLoading path.
-      replication: this.call(address, timeout, "INFO replication", false, (s, now) =>
-        parseReplication(this.infoReplication(s, now))
-      ),
+      ping,
+      replication,
+      // As the real client's pipeline: PING's failure first, then INFO's.
+      check: Effect.zipRight(ping, replication),
       replicaOf: (target) =>
         this.call(
           address,

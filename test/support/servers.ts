@@ -14,7 +14,9 @@
  * - `ZOOKEEPER_CLASSPATH`: Java classpath of ZooKeeper (default: Debian's
  *   /usr/share/java/zookeeper.jar plus the slf4j → log4j 1.2 binding when installed).
  * - `JAVA`: the java binary (default `java`); `REDIS_SERVER`: the redis-server binary.
- * - `DICTATOR_MAIN`: the dictator entry point (default `<repo>/dist/src/main.js`).
+ * - `DICTATOR_MAIN`: the dictator entry point (default `<repo>/dist/dictator.cjs`, the bundle
+ *   `npm run build` makes and the `dictator` bin runs; `dist/src/main.js` is the unbundled one).
+ * - `DICTATOR_NODE_ARGS`: node flags given before it (space-separated), for measurements.
  * - `HARNESS_ECHO=1`: also copy every child's output, line-prefixed, to this process's stderr.
  * - `HARNESS_DETACH=1`: spawn children in their own process group, so a terminal's Ctrl-C reaches
  *   only this process, which then stops them in order (the demo sets it). Default: same group,
@@ -847,7 +849,7 @@ export const httpRequest = (
 
 /**
  * Writes a config file in the original JSON format into a temp dir and runs the built dictator
- * (`node dist/src/main.js --config=FILE`); resolves when its HTTP /ping answers 200 (≤ 20 s).
+ * (`node dist/dictator.cjs --config=FILE`); resolves when its HTTP /ping answers 200 (≤ 20 s).
  */
 export const dictator = (opts: {
   readonly name: string
@@ -857,6 +859,8 @@ export const dictator = (opts: {
   readonly httpPort?: number
   readonly extra?: Record<string, unknown>
   readonly node?: Record<string, unknown>
+  /** Several local nodes in one process: written as `nodes: [...]` instead of `node`. */
+  readonly nodesList?: ReadonlyArray<Record<string, unknown>>
   readonly logLevel?: string
   /** Run in this network namespace; the HTTP API and `node.host` use its address. */
   readonly placement?: Placement
@@ -864,7 +868,7 @@ export const dictator = (opts: {
   readonly readyTimeout?: Duration.DurationInput
 }): Effect.Effect<DictatorProcess, HarnessError, Scope.Scope> =>
   Effect.gen(function* () {
-    const main = process.env.DICTATOR_MAIN ?? path.join(repoRoot(), "dist", "src", "main.js")
+    const main = process.env.DICTATOR_MAIN ?? path.join(repoRoot(), "dist", "dictator.cjs")
     if (!existsSync(main)) {
       return yield* Effect.fail(harnessError(`${main} does not exist: run \`npm run build\` first`))
     }
@@ -878,13 +882,17 @@ export const dictator = (opts: {
       http_host: host,
       zk_hosts: [...opts.zkHosts],
       ...opts.extra,
-      node: {
-        name: opts.name,
-        host,
-        port: opts.redisPort,
-        loading_timeout: 30,
-        ...opts.node
-      }
+      ...(opts.nodesList === undefined
+        ? {
+            node: {
+              name: opts.name,
+              host,
+              port: opts.redisPort,
+              loading_timeout: 30,
+              ...opts.node
+            }
+          }
+        : { nodes: opts.nodesList })
     }
     const configPath = path.join(dir, "dictator.conf")
     yield* writeFile(configPath, JSON.stringify(config, null, 2) + "\n")
@@ -896,7 +904,8 @@ export const dictator = (opts: {
       label: `dictator:${opts.name}`,
       ...(opts.placement === undefined ? {} : { netns: opts.placement.netns }),
       command: process.execPath,
-      args: [main, `--config=${configPath}`],
+      // DICTATOR_NODE_ARGS: extra node flags for measurements (`--cpu-prof`, V8 flags).
+      args: [...(process.env.DICTATOR_NODE_ARGS ?? "").split(" ").filter((a) => a.length > 0), main, `--config=${configPath}`],
       cwd: dir,
       env,
       ready: httpRequest(httpPort, "/ping", "GET", 1000, host).pipe(
