@@ -183,6 +183,15 @@ export const DictatorConfigSchema = Schema.Struct({
     }),
     { default: () => null }
   ),
+  /**
+   * Failsafe mode: a master that loses ZooKeeper keeps taking writes while every other member
+   * answers (POST /failsafe) that it cannot reach ZooKeeper either and still follows it. Off by
+   * default: it trades the write pause of a ZooKeeper outage for a dependency on every member's
+   * dictator answering, over the network, within a fraction of fence_after_ms.
+   */
+  failsafe: Schema.optionalWith(Schema.Boolean.annotations({ message: () => msg("must be true or false") }), {
+    default: () => false
+  }),
   /** Port of the Sentinel-compatible discovery endpoint (RESP); none unless set. */
   sentinel_port: Schema.optional(Port),
   /** Address it listens on; http_host when unset. */

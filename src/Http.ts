@@ -10,8 +10,9 @@
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Deferred, Effect, Layer, Option } from "effect"
+import { Deferred, Effect, Layer, Option, Schema } from "effect"
 import { createServer } from "node:http"
+import { FAILSAFE_MAX_BODY, FailsafeRequest } from "./domain/Failsafe.js"
 import type { HealthState } from "./domain/Health.js"
 import type { MasterView } from "./domain/Records.js"
 import { DictatorNode, type DictatorNodeService, type NodeStatus } from "./Node.js"
@@ -261,6 +262,47 @@ const both =
   (router: HttpRouter.HttpRouter) =>
     router.pipe(HttpRouter.get(path, handler), HttpRouter.post(path, handler))
 
+/** Bound of a failsafe answer: the asking master waits a fraction of fence_after_ms anyway. */
+const FAILSAFE_WITHIN = "1 second"
+
+const decodeFailsafe = Schema.decodeUnknownOption(Schema.parseJson(FailsafeRequest))
+
+const badFailsafe = (status: number, error: string) => HttpServerResponse.json({ error }, { status }).pipe(Effect.orDie)
+
+/**
+ * `POST /failsafe` (failsafe mode): a master that lost ZooKeeper asks whether it may keep taking
+ * writes. Mutating (a yes holds this node out of elections), so POST only; the body is bounded
+ * (FAILSAFE_MAX_BODY bytes) and so is the answer (FAILSAFE_WITHIN: past it, no).
+ */
+const failsafeRoute = (ready: NodeReady) =>
+  withNode(ready, (node) =>
+    Effect.gen(function* () {
+      const req = yield* HttpServerRequest.HttpServerRequest
+      const length = Number(req.headers["content-length"] ?? "0")
+      if (!(length <= FAILSAFE_MAX_BODY)) return yield* badFailsafe(413, `request body larger than ${FAILSAFE_MAX_BODY} bytes`)
+      const text = yield* req.text.pipe(
+        HttpServerRequest.withMaxBodySize(Option.some(FAILSAFE_MAX_BODY)),
+        Effect.timeout(FAILSAFE_WITHIN),
+        Effect.option
+      )
+      if (Option.isSome(text) && text.value.length > FAILSAFE_MAX_BODY) {
+        return yield* badFailsafe(413, `request body larger than ${FAILSAFE_MAX_BODY} bytes`)
+      }
+      const request = Option.flatMap(text, decodeFailsafe)
+      if (Option.isNone(request)) {
+        return yield* badFailsafe(400, 'body must be JSON {"service": "...", "master": "<node name>", "epoch": "<czxid>"}')
+      }
+      const verdict = yield* node.failsafe(request.value).pipe(
+        Effect.timeoutTo({
+          duration: FAILSAFE_WITHIN,
+          onTimeout: () => ({ yes: false, reason: "no answer within 1 s" }),
+          onSuccess: (v) => v
+        })
+      )
+      return yield* HttpServerResponse.json({ answer: verdict.yes ? "yes" : "no", reason: verdict.reason }).pipe(Effect.orDie)
+    })
+  )
+
 export const router = (ready: NodeReady) =>
   HttpRouter.empty.pipe(
     both("/ping", HttpServerResponse.text("PONG\n")),
@@ -283,6 +325,7 @@ export const router = (ready: NodeReady) =>
     // The process answers, and the node (once built) answers its status within the bound.
     probe("/liveness", check(ready, () => pass("alive"), pass("alive, starting"))),
     probe("/readiness", check(ready, checkReadiness)),
+    HttpRouter.post("/failsafe", failsafeRoute(ready)),
     both(
       "/enable",
       withNode(ready, (node) =>

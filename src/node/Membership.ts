@@ -48,7 +48,8 @@ export const make = Effect.gen(function* () {
       link_up: info?.linkUp ?? false,
       master_down: yield* observer.opinion.get,
       version: VERSION,
-      sentinel: config.sentinel_port === undefined ? null : `${config.node.host}:${config.sentinel_port}`
+      sentinel: config.sentinel_port === undefined ? null : `${config.node.host}:${config.sentinel_port}`,
+      http: `${config.node.host}:${config.http_port}`
     } satisfies MemberRecord
   })
 

@@ -44,6 +44,8 @@ export interface StoreService {
   readonly createMaster: (record: MasterRecord, extra: Record<string, unknown>) => Effect.Effect<boolean, ZkFailure | ZkNoNode | ZkBadVersion>
   /** Reads the master znode through the server and publishes it as `master`. */
   readonly refreshMaster: Effect.Effect<MasterView, ZkFailure>
+  /** A quorum-fresh read of the master znode (sync, then read), published as `master`. */
+  readonly rereadMaster: Effect.Effect<MasterView, ZkFailure>
   /** The master znode as the server has it now, without publishing it. */
   readonly readMaster: Effect.Effect<MasterView, ZkFailure>
   /** Removes the master znode of `view` and never a newer one; gone already is fine. */
@@ -257,6 +259,7 @@ export const make = Effect.gen(function* () {
     createMaster: createMaster(zk, paths),
     readMaster,
     refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),
+    rereadMaster: Effect.zipRight(zk.sync(paths.master), Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view))),
     removeMaster: removeMaster(zk, paths),
     confirmOwnership: confirmOwnership(zk, paths),
     handOver: handOver(zk, paths),
