@@ -100,6 +100,8 @@ export interface TopologyOptions {
   readonly extra?: Record<string, unknown>
   /** The dictators' zk_hosts from the ensemble's servers (default: the servers' own addresses). */
   readonly dictatorZkHosts?: (zk: { readonly servers: ReadonlyArray<ZkServer>; readonly hosts: ReadonlyArray<string> }) => Effect.Effect<ReadonlyArray<string>, unknown, Scope.Scope>
+  /** Bound of each dictator's start (its /ping), for a loaded machine; the harness's default otherwise. */
+  readonly readyTimeout?: Duration.DurationInput
 }
 
 export const makeTopology = (svc: string, opts?: TopologyOptions): Effect.Effect<Topology, unknown, Scope.Scope> =>
@@ -109,7 +111,15 @@ export const makeTopology = (svc: string, opts?: TopologyOptions): Effect.Effect
     const redis = yield* Effect.forEach(NAMES, () => redisServer({ args: REDIS_ARGS }))
     const dictators = yield* Effect.forEach(
       NAMES,
-      (name, i) => dictator({ name, svc, zkHosts, redisPort: redis[i]!.port, ...(opts?.extra === undefined ? {} : { extra: opts.extra }) }),
+      (name, i) =>
+        dictator({
+          name,
+          svc,
+          zkHosts,
+          redisPort: redis[i]!.port,
+          ...(opts?.extra === undefined ? {} : { extra: opts.extra }),
+          ...(opts?.readyTimeout === undefined ? {} : { readyTimeout: opts.readyTimeout })
+        }),
       { concurrency: "unbounded" }
     )
     // Registered last, so it runs first: no graceful handovers one after the other at teardown.
