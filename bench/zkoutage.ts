@@ -66,7 +66,10 @@ const log = (s: string) => process.stderr.write(`[zk-outage] ${s}\n`)
 interface RoundResult {
   readonly variant: Variant
   readonly round: number
+  /** Longest gap between acknowledged writes from the stop until the quorum served again. */
   readonly writesBlockedMs: number
+  /** The same, from the stop until the restart (the outage alone, without ZooKeeper's own recovery). */
+  readonly writesBlockedDuringOutageMs: number
   readonly ackedDuringOutage: number
   readonly masterKept: boolean
   readonly lost: number
@@ -131,6 +134,7 @@ const round = (t: Topology, variant: Variant, n: number, outageMs: number) =>
       variant,
       round: n,
       writesBlockedMs: longestAckGap(acks, faultAt, quorumAt).ms,
+      writesBlockedDuringOutageMs: longestAckGap(acks, faultAt, restartAt).ms,
       ackedDuringOutage: acks.filter((a) => a.at >= faultAt && a.at < restartAt).length,
       masterKept: after.master.czxid === before.master.czxid,
       lost: lost.length,
@@ -138,7 +142,7 @@ const round = (t: Topology, variant: Variant, n: number, outageMs: number) =>
       load1
     }
     log(
-      `${variant} round ${n}: writes blocked ${r.writesBlockedMs} ms during a ${outageMs} ms outage; ${r.ackedDuringOutage} acked during it; master ${r.masterKept ? "kept" : `changed to ${after.master.name}`}; lost ${r.lost}; load ${load1}`
+      `${variant} round ${n}: writes blocked ${r.writesBlockedDuringOutageMs} ms during a ${outageMs} ms outage, ${r.writesBlockedMs} ms until the quorum served again (${quorumAt - restartAt} ms after the restart); ${r.ackedDuringOutage} acked during it; master ${r.masterKept ? "kept" : `changed to ${after.master.name}`}; lost ${r.lost}; load ${load1}`
     )
     return r
   }).pipe(Effect.scoped)
@@ -156,8 +160,9 @@ const main = (opts: Options) =>
     }
     const lines = VARIANTS.map((v) => {
       const rs = results.filter((r) => r.variant === v)
-      const blocked = rs.map((r) => r.writesBlockedMs).sort((a, b) => a - b)
-      return `${v.padEnd(13)} writes blocked ${blocked.join(", ")} ms (median ${blocked[Math.floor(blocked.length / 2)]}), master kept ${rs.filter((r) => r.masterKept).length}/${rs.length}, lost ${rs.reduce((s, r) => s + r.lost, 0)}`
+      const blocked = rs.map((r) => r.writesBlockedDuringOutageMs).sort((a, b) => a - b)
+      const untilQuorum = rs.map((r) => r.writesBlockedMs).sort((a, b) => a - b)
+      return `${v.padEnd(13)} writes blocked during the outage ${blocked.join(", ")} ms (median ${blocked[Math.floor(blocked.length / 2)]}), until ZooKeeper served again ${untilQuorum.join(", ")} ms, master kept ${rs.filter((r) => r.masterKept).length}/${rs.length}, lost ${rs.reduce((s, r) => s + r.lost, 0)}`
     })
     process.stdout.write(`\nZooKeeper ensemble stopped ${opts.outageMs} ms under a write load:\n${lines.join("\n")}\n`)
     const file = path.join(repoRoot(), "bench", "results", `zk-outage-${new Date().toISOString().replace(/[:.]/g, "-")}.json`)

@@ -97,6 +97,17 @@ describe("checkMaster", () => {
     expect(checkMaster(masterStatus)).toEqual({ ok: true, reason: "master" })
   })
 
+  it("passes in failsafe mode (ZooKeeper away, every member vouching): writes go there", () => {
+    const failsafe: NodeStatus = {
+      ...masterStatus,
+      plan: { _tag: "Failsafe", reason: "vouched" },
+      session: { ...masterStatus.session, status: "disconnected" }
+    }
+    expect(checkMaster(failsafe)).toEqual({ ok: true, reason: "master (failsafe: ZooKeeper unreachable, every other member vouches)" })
+    expect(checkMaster({ ...failsafe, plan: { _tag: "Fence", reason: "x" }, role: "fenced" }).ok).toBe(false)
+    expect(checkMaster({ ...failsafe, plan: { _tag: "Idle", reason: "waiting for ZooKeeper" } }).ok).toBe(false)
+  })
+
   it.each<[string, NodeStatus, string]>([
     ["fenced", { ...masterStatus, role: "fenced" }, "role is fenced"],
     ["handing over", { ...masterStatus, role: "handing-over" }, "role is handing-over"],

@@ -152,7 +152,12 @@ const interpreter = (d: Deps, election: FiberHandle.FiberHandle<void, never>) =>
         }),
       Reconfirm: () =>
         Effect.gen(function* () {
-          if (yield* proof) {
+          // No answer (ZooKeeper still starting, a request lost) proves nothing either way: the
+          // same session answering again means its ephemeral znode is still there, and the
+          // members that vouched delete nothing; the next pass asks again.
+          const owns = yield* Effect.either(d.store.checkOwnership)
+          if (owns._tag === "Left") return yield* Effect.logDebug(`failsafe: ownership not confirmed yet (${owns.left.message}); asking again`)
+          if (owns.right) {
             yield* d.feed(Event.Reconfirmed())
             yield* Effect.logInfo("failsafe: ZooKeeper answers again and this session still owns the master znode")
             return
