@@ -95,7 +95,7 @@ const service = (variant: Variant) =>
     const dictators = yield* Effect.forEach(
       NAMES,
       (name, i) =>
-        dictator({ name, svc, zkHosts: zk.hosts, redisPort: redis[i]!.port, extra: { failsafe: variant === "failsafe-on" }, readyTimeout: "60 seconds" }),
+        dictator({ name, svc, zkHosts: zk.hosts, redisPort: redis[i]!.port, extra: { failsafe: variant === "failsafe-on" }, readyTimeout: "180 seconds" }),
       { concurrency: "unbounded" }
     )
     yield* Effect.addFinalizer(() => Effect.forEach(dictators, (d) => d.kill9, { concurrency: "unbounded", discard: true }))
