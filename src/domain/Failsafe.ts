@@ -33,7 +33,11 @@ export interface FailsafeTimings {
   readonly grantMs: number
   /** How often the master asks again while the grant is in use (a third of the grant). */
   readonly renewEveryMs: number
-  /** How long the master waits for all answers of one round (no later than the next round). */
+  /**
+   * How long the master waits for all answers of one round: two fifths of the grant, so that the
+   * next round (sent a third of a grant, or one deadline, later) is answered before this grant
+   * ends — max(renew, ask) + ask < grant — and a slow but live member still counts.
+   */
   readonly askWithinMs: number
   /**
    * How long a member that answered yes stays out of elections, counted from its answer (and
@@ -56,7 +60,7 @@ export const failsafeTimings = (fenceAfterMs: number, sessionTimeoutMs: number, 
   return {
     grantMs,
     renewEveryMs,
-    askWithinMs: renewEveryMs,
+    askWithinMs: Math.floor((2 * grantMs) / 5),
     holdMs: Math.max(3 * grantMs, grantMs + 2 * fenceActionMs)
   }
 }
