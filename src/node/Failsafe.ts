@@ -64,7 +64,10 @@ export const httpTransport = (token: Option.Option<Redacted.Redacted<string>>): 
     })
 })
 
-export interface FailsafeService {}
+export interface FailsafeService {
+  /** `failsafe` of the config: whether this node asks the members when it loses ZooKeeper. */
+  readonly enabled: boolean
+}
 
 export class Failsafe extends Context.Tag("dictator/Failsafe")<Failsafe, FailsafeService>() {}
 
@@ -72,7 +75,7 @@ type Round = { readonly _tag: "Granted"; readonly by: ReadonlyArray<string> } | 
 
 export const make = Effect.gen(function* () {
   const { config } = yield* DictatorConfig
-  if (!config.failsafe) return {} satisfies FailsafeService
+  if (!config.failsafe) return { enabled: false } satisfies FailsafeService
   const store = yield* Store
   const controller = yield* Controller
   const token = yield* Effect.serviceOption(HttpToken)
@@ -130,7 +133,7 @@ export const make = Effect.gen(function* () {
   })
 
   yield* supervised("failsafe")(Effect.forever(once))
-  return {} satisfies FailsafeService
+  return { enabled: true } satisfies FailsafeService
 })
 
 export const layer = Layer.scoped(Failsafe, make)
