@@ -7,6 +7,7 @@
 #   bash bench/run.sh --rounds 3 --cases dictator-handover,sentinel-redis-killed
 #   bash bench/run.sh --partition [--rounds N]  the partition comparison (bench/partition.ts; root)
 #   bash bench/run.sh --cases footprint [--minutes M] [--nodes K]  idle footprint (bench/footprint.ts)
+#   bash bench/run.sh --zk-outage [--rounds N]  writes blocked by a 20 s ZooKeeper outage, failsafe off/on (bench/zkoutage.ts)
 #   bash bench/run.sh --help
 #
 # Prints a table and writes bench/results/<date>.json.
@@ -22,6 +23,12 @@ if [ "${1:-}" = "--partition" ]; then
   shift
   printf '\n==> node dist/bench/partition.js %s\n' "$*" >&2
   exec node dist/bench/partition.js "$@"
+fi
+if [ "${1:-}" = "--zk-outage" ]; then
+  # Issue 13: the whole ensemble stopped under a write load, failsafe mode off and on.
+  shift
+  printf '\n==> node dist/bench/zkoutage.js %s\n' "$*" >&2
+  exec node dist/bench/zkoutage.js "$@"
 fi
 # --cases footprint: the idle footprint (bench/footprint.ts), not a failover case.
 for ((i = 1; i <= $#; i++)); do

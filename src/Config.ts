@@ -234,6 +234,15 @@ export const DictatorConfigSchema = Schema.Struct({
     }),
     { default: () => null }
   ),
+  /**
+   * Failsafe mode: a master that loses ZooKeeper keeps taking writes while every other member
+   * answers (POST /failsafe) that it cannot reach ZooKeeper either and still follows it. Off by
+   * default: it trades the write pause of a ZooKeeper outage for a dependency on every member's
+   * dictator answering, over the network, within a fraction of fence_after_ms.
+   */
+  failsafe: Schema.optionalWith(Schema.Boolean.annotations({ message: () => msg("must be true or false") }), {
+    default: () => false
+  }),
   /** Port of the Sentinel-compatible discovery endpoint (RESP); none unless set. */
   sentinel_port: Schema.optional(Port),
   /** Address it listens on; http_host when unset. */
@@ -467,6 +476,14 @@ export const parseConfig = (file: string, text: string): Either.Either<LoadedCon
         new ConfigError({
           file,
           detail: 'key "sentinel_port" with "nodes": the Sentinel-compatible endpoint serves the single "node" form only; remove sentinel_port or run one process per node'
+        })
+      )
+    }
+    if (config.failsafe) {
+      return Either.left(
+        new ConfigError({
+          file,
+          detail: 'key "failsafe" with "nodes": failsafe mode asks peers at the single form\'s API paths only; remove failsafe or run one process per node'
         })
       )
     }

@@ -10,11 +10,12 @@
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Deferred, Effect, Layer, Option, Redacted } from "effect"
+import { Deferred, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
 import { createServer as createHttpsServer } from "node:https"
 import { isIP } from "node:net"
+import { FAILSAFE_MAX_BODY, FailsafeRequest } from "./domain/Failsafe.js"
 import type { HealthState } from "./domain/Health.js"
 import type { MasterView } from "./domain/Records.js"
 import { DictatorNode, type DictatorNodeService, type NodeStatus } from "./Node.js"
@@ -140,10 +141,12 @@ const ownsMasterZnode = (s: NodeStatus): boolean =>
  */
 export const checkMaster = (s: NodeStatus): Verdict => {
   if (s.role !== "master") return failed(`role is ${s.role}`)
-  if (!ownsMasterZnode(s)) return failed("does not own the master znode on a connected ZooKeeper session")
+  // Failsafe mode: ZooKeeper is away, but every other member vouches that nobody can replace it.
+  const failsafe = s.plan?._tag === "Failsafe" && s.session.status === "disconnected"
+  if (!failsafe && !ownsMasterZnode(s)) return failed("does not own the master znode on a connected ZooKeeper session")
   if (s.health._tag !== "Healthy") return failed(`local Redis is ${s.health._tag.toLowerCase()}`)
   if (s.health.info.role !== "master") return failed("local Redis is not a master yet")
-  return pass("master")
+  return pass(failsafe ? "master (failsafe: ZooKeeper unreachable, every other member vouches)" : "master")
 }
 
 /** `?lag=` of /replica: a byte count (`1048576`, `16kB`, `1MB`) or a duration (`5s`, `500ms`). */
@@ -369,6 +372,47 @@ export const mutating =
   (router: HttpRouter.HttpRouter) =>
     router.pipe(HttpRouter.post(path, guarded(guard, handler)), HttpRouter.get(path, guarded(guard, handler)))
 
+/** Bound of a failsafe answer: the asking master waits a fraction of fence_after_ms anyway. */
+const FAILSAFE_WITHIN = "1 second"
+
+const decodeFailsafe = Schema.decodeUnknownOption(Schema.parseJson(FailsafeRequest))
+
+const badFailsafe = (status: number, error: string) => HttpServerResponse.json({ error }, { status }).pipe(Effect.orDie)
+
+/**
+ * `POST /failsafe` (failsafe mode): a master that lost ZooKeeper asks whether it may keep taking
+ * writes. Mutating (a yes holds this node out of elections), so POST only; the body is bounded
+ * (FAILSAFE_MAX_BODY bytes) and so is the answer (FAILSAFE_WITHIN: past it, no).
+ */
+const failsafeRoute = (ready: NodeReady) =>
+  withNode(ready, (node) =>
+    Effect.gen(function* () {
+      const req = yield* HttpServerRequest.HttpServerRequest
+      const length = Number(req.headers["content-length"] ?? "0")
+      if (!(length <= FAILSAFE_MAX_BODY)) return yield* badFailsafe(413, `request body larger than ${FAILSAFE_MAX_BODY} bytes`)
+      const text = yield* req.text.pipe(
+        HttpServerRequest.withMaxBodySize(Option.some(FAILSAFE_MAX_BODY)),
+        Effect.timeout(FAILSAFE_WITHIN),
+        Effect.option
+      )
+      if (Option.isSome(text) && text.value.length > FAILSAFE_MAX_BODY) {
+        return yield* badFailsafe(413, `request body larger than ${FAILSAFE_MAX_BODY} bytes`)
+      }
+      const request = Option.flatMap(text, decodeFailsafe)
+      if (Option.isNone(request)) {
+        return yield* badFailsafe(400, 'body must be JSON {"service": "...", "master": "<node name>", "epoch": "<czxid>"}')
+      }
+      const verdict = yield* node.failsafe(request.value).pipe(
+        Effect.timeoutTo({
+          duration: FAILSAFE_WITHIN,
+          onTimeout: () => ({ yes: false, reason: "no answer within 1 s" }),
+          onSuccess: (v) => v
+        })
+      )
+      return yield* HttpServerResponse.json({ answer: verdict.yes ? "yes" : "no", reason: verdict.reason }).pipe(Effect.orDie)
+    })
+  )
+
 export const router = (ready: NodeReady, guard: MutationGuard = DEFAULT_GUARD) =>
   HttpRouter.empty.pipe(
     both("/ping", HttpServerResponse.text("PONG\n")),
@@ -391,6 +435,7 @@ export const router = (ready: NodeReady, guard: MutationGuard = DEFAULT_GUARD) =
     // The process answers, and the node (once built) answers its status within the bound.
     probe("/liveness", check(ready, () => pass("alive"), pass("alive, starting"))),
     probe("/readiness", check(ready, checkReadiness)),
+    mutating(guard)("/failsafe", failsafeRoute(ready)),
     mutating(guard)(
       "/enable",
       withNode(ready, (node) =>

@@ -5,11 +5,13 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { DictatorConfig } from "./Config.js"
-import { Event, type Plan, type Role } from "./domain/Controller.js"
+import { Event, type FailsafeVerdict, type Plan, type Role } from "./domain/Controller.js"
+import type { FailsafeRequest } from "./domain/Failsafe.js"
 import { type HealthState, lastInfo } from "./domain/Health.js"
 import type { MasterView, MemberRecord } from "./domain/Records.js"
 import * as Campaign from "./node/Campaign.js"
 import * as Controller from "./node/Controller.js"
+import * as Failsafe from "./node/Failsafe.js"
 import * as Handover from "./node/Handover.js"
 import * as LocalHealth from "./node/LocalHealth.js"
 import * as Membership from "./node/Membership.js"
@@ -50,6 +52,11 @@ export interface DictatorNodeService {
    * (the node keeps its role) when the master role cannot be handed over without losing writes.
    */
   readonly disable: Effect.Effect<boolean, Handover.HandoverRefused>
+  /**
+   * Failsafe mode: another member, master without ZooKeeper, asks whether it may keep taking
+   * writes; a yes holds this node out of elections (see README, "Failsafe mode").
+   */
+  readonly failsafe: (request: FailsafeRequest) => Effect.Effect<FailsafeVerdict>
 }
 
 export class DictatorNode extends Context.Tag("dictator/Node")<DictatorNode, DictatorNodeService>() {}
@@ -64,7 +71,8 @@ const services = (() => {
   const membership = Layer.provideMerge(Membership.layer, observer)
   const campaign = Layer.provideMerge(Campaign.layer, membership)
   const controller = Layer.provideMerge(Controller.layer, campaign)
-  return Layer.provideMerge(Handover.layer, controller)
+  const failsafe = Layer.provideMerge(Failsafe.layer, controller)
+  return Layer.provideMerge(Handover.layer, failsafe)
 })()
 
 const lifecycle = Effect.gen(function* () {
@@ -130,6 +138,7 @@ const lifecycle = Effect.gen(function* () {
       yield* mode.set("enabled")
       return true
     }),
+    failsafe: controller.answerFailsafe,
     disable: controller.withPermit(
       Effect.gen(function* () {
         if ((yield* mode.get) !== "enabled") return false

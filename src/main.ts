@@ -11,6 +11,7 @@ import { DictatorConfig, localNodes, nodeConfig, parseConfig, resolveHttpSecrets
 import * as Http from "./Http.js"
 import * as Log from "./Log.js"
 import * as Node from "./Node.js"
+import { HttpToken } from "./node/Failsafe.js"
 import * as Redis from "./Redis.js"
 import * as Sentinel from "./sentinel/Server.js"
 import { VERSION } from "./Version.js"
@@ -72,8 +73,11 @@ const zooKeeper = ZooKeeperClient.layer({
 
 const redis = Redis.layerWith(Either.getOrThrow(redisSecrets))
 
+// The token of http_token_file also goes out with this node's own calls to the other dictators (failsafe).
+const peerToken = Option.match(httpToken, { onNone: () => Layer.empty, onSome: (t) => Layer.succeed(HttpToken, t) })
+
 const node = Node.layer.pipe(
-  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, redis))
+  Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, redis, peerToken))
 )
 
 /**
@@ -128,6 +132,11 @@ const withSentinel =
 
 const program = Effect.gen(function* () {
   for (const w of warnings) yield* Effect.logWarning(w)
+  if (config.failsafe && Option.isNone(httpToken)) {
+    yield* Effect.logWarning(
+      "failsafe is on without http_token_file: POST /failsafe then answers only loopback, so members on other hosts cannot vouch for a master and it fences as without failsafe; give every node the same http_token_file"
+    )
+  }
   if (config.http_legacy_get) {
     yield* Effect.logWarning(
       `http_legacy_get is on: GET /enable and /disable work${Option.isNone(httpToken) ? " from any address, without a token" : ""}; any web page a browser on the network opens can send one`

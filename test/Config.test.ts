@@ -40,7 +40,8 @@ const defaults: DictatorConfigData = {
   min_replicas_to_write: 1,
   min_replicas_max_lag: 2,
   http_legacy_get: false,
-  quorum: null
+  quorum: null,
+  failsafe: false
 }
 
 const ok = (text: string, file = FILE): LoadedConfig => {
@@ -109,6 +110,7 @@ describe("parseConfig: valid files", () => {
       min_replicas_to_write: 0,
       min_replicas_max_lag: 3600,
       quorum: 3,
+      failsafe: true,
       node: { name: "redis-1", host: "db1.example", port: 65535, loading_timeout: 0.5, priority: 0 }
     }
     expect(ok(JSON.stringify(all)).config).toEqual(all)

@@ -102,6 +102,17 @@ describe("checkMaster", () => {
     expect(checkMaster(masterStatus)).toEqual({ ok: true, reason: "master" })
   })
 
+  it("passes in failsafe mode (ZooKeeper away, every member vouching): writes go there", () => {
+    const failsafe: NodeStatus = {
+      ...masterStatus,
+      plan: { _tag: "Failsafe", reason: "vouched" },
+      session: { ...masterStatus.session, status: "disconnected" }
+    }
+    expect(checkMaster(failsafe)).toEqual({ ok: true, reason: "master (failsafe: ZooKeeper unreachable, every other member vouches)" })
+    expect(checkMaster({ ...failsafe, plan: { _tag: "Fence", reason: "x" }, role: "fenced" }).ok).toBe(false)
+    expect(checkMaster({ ...failsafe, plan: { _tag: "Idle", reason: "waiting for ZooKeeper" } }).ok).toBe(false)
+  })
+
   it.each<[string, NodeStatus, string]>([
     ["fenced", { ...masterStatus, role: "fenced" }, "role is fenced"],
     ["handing over", { ...masterStatus, role: "handing-over" }, "role is handing-over"],
@@ -190,11 +201,18 @@ describe("statusText", () => {
 // ---------------------------------------------------------------------------------------------
 // The router, through a web handler
 
+/** Failsafe requests the stub nodes received: it answers yes only for master "redis9". */
+const failsafeAsked: Array<unknown> = []
 const nodeWith = (status: NodeStatus): DictatorNodeService => ({
   status: Effect.succeed(status),
   statusNow: Effect.succeed(status),
   enable: Effect.succeed(false),
-  disable: Effect.succeed(false)
+  disable: Effect.succeed(false),
+  failsafe: (request) =>
+    Effect.sync(() => {
+      failsafeAsked.push(request)
+      return request.master === "redis9" ? { yes: true, reason: "vouched" } : { yes: false, reason: "this node reaches ZooKeeper" }
+    })
 })
 
 const handler = (ready: NodeReady) => HttpApp.toWebHandler(router(ready))
@@ -246,6 +264,27 @@ describe("router", () => {
     expect(await get(asReplica, "/replica?lag=100")).toMatchObject({ status: 503, check: "1000 bytes behind the master, more than 100" })
     expect((await get(asReplica, "/replica?lag=lots")).status).toBe(400)
     expect((await get(asMaster, "/replica")).status).toBe(503)
+  })
+
+  it("POST /failsafe: the node's answer as JSON; GET refused; a bad or oversized body is 400/413 and never reaches the node", async () => {
+    const post = (body: string) => get(asReplica, "/failsafe", { method: "POST", headers: { "content-type": "application/json" }, body })
+    failsafeAsked.length = 0
+    const yes = await post(JSON.stringify({ service: "orders", master: "redis9", epoch: "4294967300" }))
+    expect(yes.status).toBe(200)
+    expect(JSON.parse(yes.body)).toEqual({ answer: "yes", reason: "vouched" })
+    const no = await post(JSON.stringify({ service: "orders", master: "redis1", epoch: "4294967300" }))
+    expect(JSON.parse(no.body)).toEqual({ answer: "no", reason: "this node reaches ZooKeeper" })
+    expect(failsafeAsked).toHaveLength(2)
+    expect((await get(asReplica, "/failsafe")).status).toBe(404)
+    for (const bad of ["", "{", JSON.stringify({ service: "orders", master: "redis9" }), JSON.stringify({ service: "orders", master: "redis9", epoch: "x" })]) {
+      const r = await post(bad)
+      expect(r.status, bad).toBe(400)
+      expect(JSON.parse(r.body).error).toContain("body must be JSON")
+    }
+    const big = await post(JSON.stringify({ service: "orders", master: "redis9", epoch: "1", pad: "x".repeat(10_000) }))
+    expect(big.status).toBe(413)
+    expect(failsafeAsked).toHaveLength(2)
+    expect((await get(starting, "/failsafe", { method: "POST", body: "{}" })).status).toBe(503)
   })
 
   it("/health, /liveness, /readiness on a built node", async () => {

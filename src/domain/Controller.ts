@@ -8,6 +8,7 @@ import type { RedisAddress, ReplicationInfo } from "../Redis.js"
 import { sameAddress } from "../Redis.js"
 import type { SessionInfo } from "../ZooKeeper.js"
 import type { VoteCount } from "./Election.js"
+import type { FailsafeRequest } from "./Failsafe.js"
 import { type HealthState, isUp, lastInfo } from "./Health.js"
 import type { MasterRecord, MasterView, PresentMaster } from "./Records.js"
 
@@ -29,6 +30,11 @@ export interface Situation {
   /** True while we believe we hold the master znode (set when seen as owner, kept while disconnected). */
   readonly owned: boolean
   readonly fenceAfterMs: number
+  /**
+   * Failsafe mode: until when (clock millis) every other member's yes lets this master keep
+   * taking writes without ZooKeeper; null or absent without such a grant.
+   */
+  readonly failsafeUntil?: number | null
 }
 
 export type Plan =
@@ -41,6 +47,8 @@ export type Plan =
   | { readonly _tag: "Fence"; readonly reason: string }
   /** Remove `master`, left by an older session of this node. */
   | { readonly _tag: "ClearStale"; readonly master: PresentMaster; readonly reason: string }
+  /** Keep taking writes without ZooKeeper: every other member confirmed it cannot reach it either (failsafe mode). */
+  | { readonly _tag: "Failsafe"; readonly reason: string }
 
 export const decide = (s: Situation): Plan => {
   if (!s.enabled) return { _tag: "Idle", reason: "disabled" }
@@ -49,6 +57,9 @@ export const decide = (s: Situation): Plan => {
     if (s.owned && s.session.status === "expired") return { _tag: "Fence", reason: "ZooKeeper session expired" }
     const away = s.now - s.session.since
     if (s.owned && away >= s.fenceAfterMs) {
+      if (s.failsafeUntil != null && s.now < s.failsafeUntil) {
+        return { _tag: "Failsafe", reason: `ZooKeeper ${s.session.status}; every other member confirms it cannot reach it either and still follows this master` }
+      }
       return { _tag: "Fence", reason: `ZooKeeper ${s.session.status} for ${(away / 1000).toFixed(1)}s` }
     }
     return { _tag: "Idle", reason: `waiting for ZooKeeper (${s.session.status})` }
@@ -123,6 +134,8 @@ export const redisStep = (plan: Plan, info: ReplicationInfo | null, pausedByUs: 
     case "ClearStale":
       return info.role === "master" && !pausedByUs ? { _tag: "PauseWrites" } : { _tag: "None" }
     case "Idle":
+    // Without ZooKeeper the Redis's role never changes; only the pause may be lifted.
+    case "Failsafe":
       return { _tag: "None" }
   }
 }
@@ -137,7 +150,7 @@ export const minReplicasFor = (configured: number, linkedReplicas: number): numb
 export type Role = "starting" | "master" | "replica" | "candidate" | "fenced" | "disabled" | "waiting" | "handing-over"
 
 export const roleOf = (plan: Plan, redisUp: boolean): Role =>
-  plan._tag === "BeMaster"
+  plan._tag === "BeMaster" || plan._tag === "Failsafe"
     ? "master"
     : plan._tag === "Follow"
       ? redisUp ? "replica" : "waiting"
@@ -164,9 +177,29 @@ export interface ControllerState {
   readonly minReplicas: number | null
   /** The fence delay in force (fence_after_ms, or less for a short negotiated session timeout). */
   readonly fenceAfterMs: number | null
+  /** Failsafe, as master: every other member's yes for this epoch, usable until `until`; null without. */
+  readonly grant: { readonly until: number; readonly epoch: string } | null
+  /** Failsafe, as master: writes were taken without ZooKeeper; ownership is re-confirmed once it answers. */
+  readonly reconfirm: boolean
+  /**
+   * Failsafe, as member: this node answered yes to `master`'s request; it takes part in no
+   * election (no campaign, no deposition, no removal) until `until` has passed AND ZooKeeper
+   * answers AND the master znode was re-read through the quorum since (`reread`).
+   */
+  readonly hold: { readonly master: string; readonly epoch: string; readonly until: number; readonly reread: boolean } | null
 }
 
-export const initialState: ControllerState = { plan: null, role: "starting", owned: false, paused: true, minReplicas: null, fenceAfterMs: null }
+export const initialState: ControllerState = {
+  plan: null,
+  role: "starting",
+  owned: false,
+  paused: true,
+  minReplicas: null,
+  fenceAfterMs: null,
+  grant: null,
+  reconfirm: false,
+  hold: null
+}
 
 /** Settings of the step (from the config). */
 export interface Settings {
@@ -177,7 +210,7 @@ export interface Settings {
 
 export type Event = Data.TaggedEnum<{
   /** One snapshot of every input (reconcile). */
-  Observed: Omit<Situation, "owned" | "fenceAfterMs"> & {
+  Observed: Omit<Situation, "owned" | "fenceAfterMs" | "failsafeUntil"> & {
     /** Epoch of the master this node finds unreachable (its own vote). */
     readonly opinion: string | null
     /** Votes of the members against the present master (null when none is present). */
@@ -196,6 +229,14 @@ export type Event = Data.TaggedEnum<{
   HandoverStarted: {}
   /** The node left the election (after its handover). */
   Disabled: {}
+  /** Failsafe: every other member answered yes to the round of requests sent for `epoch`; usable until `until`. */
+  FailsafeGranted: { readonly until: number; readonly epoch: string }
+  /** Failsafe: a round of requests did not get a yes from every member in time. */
+  FailsafeRevoked: {}
+  /** Failsafe: ZooKeeper answers again and a quorum read showed this session still owns the master znode. */
+  Reconfirmed: {}
+  /** Failsafe: the master znode was re-read through the quorum since ZooKeeper answers again. */
+  MasterReread: {}
 }>
 export const Event = Data.taggedEnum<Event>()
 
@@ -217,6 +258,12 @@ export type Action = Data.TaggedEnum<{
   SetMinReplicas: { readonly value: number; readonly maxLag: number; readonly proof: boolean }
   /** Check the local Redis again now (its role just changed). */
   RecheckHealth: {}
+  /** Failsafe: lift our pause, only while the grant is still in force when it runs. */
+  FailsafeUnpause: {}
+  /** Failsafe: ZooKeeper answers again; confirm ownership (sync, read) before anything else; pause at once if it fails. */
+  Reconfirm: {}
+  /** Failsafe: re-read the master znode through the quorum (sync, read); `MasterReread` follows. */
+  RereadMaster: {}
 }>
 export const Action = Data.taggedEnum<Action>()
 
@@ -241,6 +288,8 @@ const planLog = (plan: Plan): ReadonlyArray<Action> => {
       return [Action.Log({ level: "Info", message: `clearing stale master znode: ${plan.reason}; a new election follows` })]
     case "Resign":
       return []
+    case "Failsafe":
+      return [Action.Log({ level: "Warning", message: `failsafe: keeping writes without ZooKeeper: ${plan.reason}` })]
   }
 }
 
@@ -282,7 +331,11 @@ const adjustRedis = (
   // view (and even the session state) may still be the one from before it.
   const settled = plan._tag === "BeMaster" || (plan._tag === "Follow" && redis._tag === "None")
   if (settled && next.paused) actions.push(Action.Unpause({ proof: plan._tag === "BeMaster" }))
-  if (plan._tag === "BeMaster") {
+  // Failsafe: the members' unanimous yes stands in for the quorum read; min-replicas stays as it is.
+  if (plan._tag === "Failsafe" && next.paused && info?.role === "master") actions.push(Action.FailsafeUnpause())
+  if (plan._tag === "Failsafe") {
+    // unchanged: the replicas that still receive the writes keep bounding them
+  } else if (plan._tag === "BeMaster") {
     const wanted = minReplicasFor(settings.minReplicasToWrite, info?.role === "master" ? info.replicas.length : 0)
     const applied = next.minReplicas
     if (applied !== wanted) {
@@ -310,9 +363,12 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
   // be "not checked yet", and a normal start would begin with a fencing warning.
   if (s.plan === null && e.health._tag === "Unknown") return [s, []]
   const fenceAfterMs = fenceAfter(settings.fenceAfterMs, e.session.timeoutMs)
+  const connected = e.session.status === "connected"
   const owned =
-    e.session.status === "connected" ? e.master._tag === "Present" && e.master.owner === e.session.sessionId : s.owned
-  const plan = decide({
+    connected ? e.master._tag === "Present" && e.master.owner === e.session.sessionId : s.owned
+  // A grant serves only while ZooKeeper is away, and only the master it was given to.
+  const grant = connected || !owned ? null : s.grant
+  const decided = decide({
     now: e.now,
     self: e.self,
     enabled: e.enabled,
@@ -320,9 +376,25 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
     master: e.master,
     health: e.health,
     owned,
-    fenceAfterMs
+    fenceAfterMs,
+    failsafeUntil: grant?.until ?? null
   })
   const out: Array<Action> = []
+  // Failsafe, as member: out of elections after a yes, until the hold has run out, ZooKeeper
+  // answers and the master znode was re-read since.
+  let hold = s.hold
+  if (hold !== null && connected && hold.reread && e.now >= hold.until) {
+    out.push(Action.Log({ level: "Info", message: `failsafe: ZooKeeper answers, the master znode was re-read and the hold for ${hold.master} ran out: taking part in elections again` }))
+    hold = null
+  }
+  if (hold !== null && connected && !hold.reread) out.push(Action.RereadMaster())
+  const plan: Plan =
+    hold !== null && decided._tag === "Elect"
+      ? { _tag: "Idle", reason: `out of elections: answered yes to ${hold.master}'s failsafe request (epoch ${hold.epoch})` }
+      : decided
+  // Failsafe, as master: once ZooKeeper answers again, ownership is confirmed before anything else.
+  const reconfirm = plan._tag === "Failsafe" || (s.reconfirm && !(connected && plan._tag !== "BeMaster"))
+  if (reconfirm && connected && plan._tag === "BeMaster") out.push(Action.Reconfirm())
   if (fenceAfterMs < settings.fenceAfterMs && s.fenceAfterMs !== fenceAfterMs) {
     out.push(
       Action.Log({
@@ -334,7 +406,7 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
   const changed = s.plan === null || planKey(s.plan) !== planKey(plan)
   if (changed) out.push(...planLog(plan))
   out.push(Action.Campaign({ run: plan._tag === "Elect" }))
-  let next: ControllerState = { ...s, owned, plan, fenceAfterMs }
+  let next: ControllerState = { ...s, owned, plan, fenceAfterMs, grant, hold, reconfirm }
   switch (plan._tag) {
     case "Resign":
       // Once per decision: the removal follows at once, and a failed one is retried silently.
@@ -345,12 +417,12 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
     case "ClearStale": {
       const [adjusted, actions] = adjustRedis(next, plan, e, settings)
       out.push(...actions)
-      out.push(Action.RemoveMaster({ master: plan.master, ours: false }))
+      if (hold === null) out.push(Action.RemoveMaster({ master: plan.master, ours: false }))
       return [{ ...adjusted, role: roleOf(plan, isUp(e.health)) }, out]
     }
     case "Follow": {
       // Host-death detection: a majority of the other members finds the master's Redis unreachable.
-      if (e.master._tag === "Present" && e.opinion === e.master.epoch && e.votes !== null && e.votes.carried) {
+      if (hold === null && e.master._tag === "Present" && e.opinion === e.master.epoch && e.votes !== null && e.votes.carried) {
         out.push(
           Action.Log({
             level: "Warning",
@@ -390,5 +462,60 @@ export const step = (s: ControllerState, e: Event, settings: Settings): readonly
       return [{ ...s, role: "handing-over" }, []]
     case "Disabled":
       return [{ ...s, role: "disabled" }, []]
+    case "FailsafeGranted":
+      // Only to the owner of the znode: a grant arriving after the role was lost serves nobody.
+      return [s.owned ? { ...s, grant: { until: e.until, epoch: e.epoch } } : s, []]
+    case "FailsafeRevoked":
+      return [{ ...s, grant: null }, []]
+    case "Reconfirmed":
+      return [{ ...s, reconfirm: false }, []]
+    case "MasterReread":
+      return [s.hold === null ? s : { ...s, hold: { ...s.hold, reread: true } }, []]
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failsafe: a member's answer to the master's request
+
+export interface FailsafeQuestion {
+  readonly now: number
+  readonly self: string
+  readonly service: string
+  readonly session: SessionInfo
+  /** The master znode as this node last saw it. */
+  readonly master: MasterView | null
+  readonly request: FailsafeRequest
+  /** How long a yes holds this node out of elections (failsafeTimings().holdMs). */
+  readonly holdMs: number
+}
+
+export interface FailsafeVerdict {
+  readonly yes: boolean
+  readonly reason: string
+}
+
+/**
+ * Yes only when this node cannot reach ZooKeeper either (its session is disconnected: a node
+ * that reaches it could see, or take part in, a new election) and still sees the asker as the
+ * master at that epoch. A yes holds this node out of elections (see `ControllerState.hold`),
+ * extended by every renewal; a no changes nothing.
+ */
+export const answerFailsafe = (s: ControllerState, q: FailsafeQuestion): readonly [ControllerState, FailsafeVerdict] => {
+  const no = (reason: string) => [s, { yes: false, reason }] as const
+  const r = q.request
+  if (r.service !== q.service) return no(`this node is of service ${q.service}, not ${r.service}`)
+  if (r.master === q.self) return no("the request names this node as the master")
+  if (q.session.status !== "disconnected") {
+    return no(q.session.status === "connected" ? "this node reaches ZooKeeper" : `this node's ZooKeeper session is ${q.session.status}`)
+  }
+  const m = q.master
+  if (m === null || m._tag !== "Present") return no("this node sees no master")
+  if (m.record.name !== r.master || m.epoch !== r.epoch) {
+    return no(`this node sees ${m.record.name} (epoch ${m.epoch}) as the master`)
+  }
+  const until = Math.max(q.now + q.holdMs, s.hold !== null && s.hold.epoch === r.epoch ? s.hold.until : 0)
+  return [
+    { ...s, hold: { master: r.master, epoch: r.epoch, until, reread: false } },
+    { yes: true, reason: `ZooKeeper unreachable from here too; ${r.master} (epoch ${r.epoch}) is the master` }
+  ]
 }

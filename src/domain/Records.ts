@@ -98,7 +98,9 @@ export const MemberRecordJson = Schema.Struct({
   master_down: Schema.NullOr(Schema.String),
   version: Schema.String,
   /** "host:port" of this member's Sentinel-compatible endpoint, null or absent when it runs none. */
-  sentinel: Schema.optional(Schema.NullOr(Schema.String))
+  sentinel: Schema.optional(Schema.NullOr(Schema.String)),
+  /** "host:port" of this member's dictator HTTP API (failsafe requests go there); absent from older versions. */
+  http: Schema.optional(Schema.NullOr(Schema.String))
 })
 export type MemberRecord = typeof MemberRecordJson.Type
 

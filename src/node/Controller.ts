@@ -6,8 +6,9 @@
  */
 import { Context, Duration, Effect, FiberHandle, Layer, LogLevel, Option, Queue, Stream, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
-import { Action, type ControllerState, Event, initialState, type Settings, step } from "../domain/Controller.js"
+import { Action, answerFailsafe, type ControllerState, Event, type FailsafeVerdict, initialState, type Settings, step } from "../domain/Controller.js"
 import { countVotes, quorumOf } from "../domain/Election.js"
+import { type FailsafeRequest, failsafeTimings } from "../domain/Failsafe.js"
 import type { MasterRecord } from "../domain/Records.js"
 import { formatAddress } from "../Redis.js"
 import { Campaign, type CampaignService } from "./Campaign.js"
@@ -32,6 +33,14 @@ export interface ControllerService {
   /** Feeds the outcome of an action taken outside the controller (the handover's). */
   readonly feed: (event: Event) => Effect.Effect<void>
   readonly stopCampaign: Effect.Effect<void>
+  /** Runs a pass of the controller soon (an input that is not a stream changed: a failsafe grant). */
+  readonly wake: Effect.Effect<void>
+  /**
+   * Failsafe, as member: this node's answer to a master asking whether it may keep taking writes
+   * without ZooKeeper; a yes holds this node out of elections (domain/Controller.answerFailsafe).
+   * Taken under the controller's permit, so no promotion or deposition is half-way through.
+   */
+  readonly answerFailsafe: (request: FailsafeRequest) => Effect.Effect<FailsafeVerdict>
 }
 
 export class Controller extends Context.Tag("dictator/Controller")<Controller, ControllerService>() {}
@@ -47,6 +56,7 @@ interface Deps {
   readonly wake: Queue.Queue<void>
   readonly feed: (event: Event) => Effect.Effect<void>
   readonly withPermit: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  readonly state: Subscribable.Subscribable<ControllerState>
 }
 
 /** Stands for election; when this node's turn comes and it is still taking part, tries to win. */
@@ -54,7 +64,10 @@ const stand = (d: Deps) =>
   Effect.gen(function* () {
     const reason = yield* d.campaign.contend
     if (Option.isNone(reason)) return
-    const won = Effect.flatMap(d.mode.get, (m) => (m === "enabled" ? d.campaign.promote(reason.value) : Effect.succeed([])))
+    // A failsafe yes given meanwhile holds this node out of the election it was about to win.
+    const won = Effect.flatMap(Effect.zip(d.mode.get, d.state.get), ([m, s]) =>
+      m === "enabled" && s.hold === null ? d.campaign.promote(reason.value) : Effect.succeed([])
+    )
     const events = yield* d.withPermit(Effect.uninterruptible(won))
     yield* Effect.forEach(events, d.feed, { discard: true })
   }).pipe(
@@ -137,7 +150,42 @@ const interpreter = (d: Deps, election: FiberHandle.FiberHandle<void, never>) =>
               : `no linked replica: min-replicas-to-write 0 so the master keeps taking writes alone`
           )
         }),
-      RecheckHealth: () => Effect.asVoid(d.local.checkNow)
+      RecheckHealth: () => Effect.asVoid(d.local.checkNow),
+      FailsafeUnpause: () =>
+        Effect.gen(function* () {
+          const { grant } = yield* d.state.get
+          const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+          if (grant === null || grant.until <= now) return
+          yield* Effect.logWarning("failsafe: every other member confirms ZooKeeper is out of reach for all: lifting the pause")
+          yield* redis.unpause
+          yield* d.feed(Event.Unpaused())
+        }),
+      Reconfirm: () =>
+        Effect.gen(function* () {
+          // No answer (ZooKeeper still starting, a request lost) proves nothing either way: the
+          // same session answering again means its ephemeral znode is still there, and the
+          // members that vouched delete nothing; the next pass asks again.
+          const owns = yield* Effect.either(d.store.checkOwnership)
+          if (owns._tag === "Left") return yield* Effect.logDebug(`failsafe: ownership not confirmed yet (${owns.left.message}); asking again`)
+          if (owns.right) {
+            yield* d.feed(Event.Reconfirmed())
+            yield* Effect.logInfo("failsafe: ZooKeeper answers again and this session still owns the master znode")
+            return
+          }
+          // Tighten first, then look again: the view from before the outage is not to be trusted.
+          yield* Effect.logWarning("failsafe: ZooKeeper answers again but this session no longer owns the master znode: pausing writes")
+          yield* d.feed(Event.Pausing())
+          yield* redis.pauseWrites(FENCE_PAUSE)
+          yield* Effect.ignore(d.store.refreshMaster)
+        }),
+      RereadMaster: () =>
+        Effect.gen(function* () {
+          const view = yield* d.store.rereadMaster
+          yield* d.feed(Event.MasterReread())
+          yield* Effect.logInfo(
+            `failsafe: ZooKeeper answers again; master znode re-read: ${view._tag === "Present" ? `${view.record.name} (epoch ${view.epoch})` : view._tag.toLowerCase()}`
+          )
+        })
     })
 }
 
@@ -164,7 +212,7 @@ export const make = Effect.gen(function* () {
       return [actions, next] as const
     })
   const feed = (event: Event) => Effect.asVoid(steps(event))
-  const deps: Deps = { store, local, peers: yield* Peers, mode, campaign: yield* Campaign, recheck: yield* FiberHandle.make<void, never>(), wake, feed, withPermit }
+  const deps: Deps = { store, local, peers: yield* Peers, mode, campaign: yield* Campaign, recheck: yield* FiberHandle.make<void, never>(), wake, feed, withPermit, state }
   const perform = interpreter(deps, election)
 
   const reconcile = Effect.gen(function* () {
@@ -211,7 +259,53 @@ export const make = Effect.gen(function* () {
   ]
   yield* supervised("controller-wake")(Effect.forEach(inputs, wakeOn, { concurrency: "unbounded", discard: true }))
 
-  return { state, withPermit, feed, stopCampaign: FiberHandle.clear(election) } satisfies ControllerService
+  const answer = (request: FailsafeRequest) =>
+    Effect.gen(function* () {
+      const session = yield* store.session.get
+      const timings = failsafeTimings(
+        config.fence_after_ms,
+        session.timeoutMs ?? config.zk_session_timeout_ms,
+        config.check_interval_ms + config.check_timeout_ms
+      )
+      const question = {
+        now: yield* Effect.clockWith((c) => c.currentTimeMillis),
+        self: config.node.name,
+        service: config.svc_name,
+        session,
+        master: yield* store.master.get,
+        request,
+        holdMs: timings.holdMs
+      }
+      const [verdict, held] = yield* SubscriptionRef.modify(state, (s) => {
+        const [next, v] = answerFailsafe(s, question)
+        return [[v, s.hold !== null && s.hold.epoch === request.epoch] as const, next] as const
+      })
+      // Once per hold, not per renewal.
+      if (verdict.yes && !held) {
+        yield* Effect.logWarning(`failsafe: answered yes to ${request.master} (epoch ${request.epoch}): out of elections for ${timings.holdMs} ms and until ZooKeeper answers again`)
+      }
+      return verdict
+    })
+  const answerFailsafeRequest = (request: FailsafeRequest): Effect.Effect<FailsafeVerdict> =>
+    !config.failsafe
+      ? Effect.succeed({ yes: false, reason: "failsafe mode is off on this node" })
+      : withPermit(answer(request)).pipe(
+          // The permit is busy (an action in progress): no answer in time is a no.
+          Effect.timeoutTo({
+            duration: Duration.millis(Math.max(100, Math.floor(config.fence_after_ms / 4))),
+            onTimeout: () => ({ yes: false, reason: "this node's controller is busy" }),
+            onSuccess: (v) => v
+          })
+        )
+
+  return {
+    state,
+    withPermit,
+    feed,
+    stopCampaign: FiberHandle.clear(election),
+    wake: Queue.offer(wake, undefined).pipe(Effect.asVoid),
+    answerFailsafe: answerFailsafeRequest
+  } satisfies ControllerService
 })
 
 export const layer = Layer.scoped(Controller, make)

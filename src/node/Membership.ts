@@ -48,7 +48,9 @@ export const make = Effect.gen(function* () {
       link_up: info?.linkUp ?? false,
       master_down: yield* observer.opinion.get,
       version: VERSION,
-      sentinel: config.sentinel_port === undefined ? null : `${config.node.host}:${config.sentinel_port}`
+      sentinel: config.sentinel_port === undefined ? null : `${config.node.host}:${config.sentinel_port}`,
+      // Where the other dictators ask this one (failsafe mode): a URL, https with http_tls.
+      http: `${config.http_tls === undefined ? "http" : "https"}://${config.node.host}:${config.http_port}`
     } satisfies MemberRecord
   })
 

@@ -44,6 +44,8 @@ export interface StoreService {
   readonly createMaster: (record: MasterRecord, extra: Record<string, unknown>) => Effect.Effect<boolean, ZkFailure | ZkNoNode | ZkBadVersion>
   /** Reads the master znode through the server and publishes it as `master`. */
   readonly refreshMaster: Effect.Effect<MasterView, ZkFailure>
+  /** A quorum-fresh read of the master znode (sync, then read), published as `master`. */
+  readonly rereadMaster: Effect.Effect<MasterView, ZkFailure>
   /** The master znode as the server has it now, without publishing it. */
   readonly readMaster: Effect.Effect<MasterView, ZkFailure>
   /** Removes the master znode of `view` and never a newer one; gone already is fine. */
@@ -57,6 +59,8 @@ export interface StoreService {
   readonly handover: Effect.Effect<Option.Option<HandoverRecord>, ZkFailure>
   /** A quorum-fresh read (sync, then read): false when the session is gone or someone else owns the znode. */
   readonly confirmOwnership: Effect.Effect<boolean>
+  /** The same, telling a definite answer (true/false) from no answer (the failure): failsafe's re-confirmation. */
+  readonly checkOwnership: Effect.Effect<boolean, ZkFailure>
   /** Rewrites this node's member record; false when it is not there (a new session must create it). */
   readonly updateMember: (record: MemberRecord) => Effect.Effect<boolean, ZkFailure | ZkBadVersion>
   /** Creates this node's member record in `session`, replacing one left by an older session. */
@@ -220,13 +224,15 @@ const handOver = (zk: Zk, paths: ServicePaths): StoreService["handOver"] => (vie
  * for (a sync, then the read) must show this session owning the master znode. A server that fell
  * behind, or a view from before a freeze, cannot.
  */
-const confirmOwnership = (zk: Zk, paths: ServicePaths) =>
+const checkOwnership = (zk: Zk, paths: ServicePaths) =>
   Effect.gen(function* () {
     yield* zk.sync(paths.master)
     const node = yield* zk.get(paths.master)
     const session = yield* SubscriptionRef.get(zk.session)
     return Option.isSome(node) && session.status === "connected" && node.value.stat.ephemeralOwner === session.sessionId
-  }).pipe(Effect.catchAll(() => Effect.succeed(false)))
+  })
+
+const confirmOwnership = (zk: Zk, paths: ServicePaths) => checkOwnership(zk, paths).pipe(Effect.catchAll(() => Effect.succeed(false)))
 
 const memberWrites = (zk: Zk, paths: ServicePaths) => ({
   updateMember: (record: MemberRecord) =>
@@ -280,8 +286,10 @@ export const make = Effect.gen(function* () {
     createMaster: createMaster(zk, paths),
     readMaster,
     refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),
+    rereadMaster: Effect.zipRight(zk.sync(paths.master), Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view))),
     removeMaster: removeMaster(zk, paths),
     confirmOwnership: confirmOwnership(zk, paths),
+    checkOwnership: checkOwnership(zk, paths),
     handOver: handOver(zk, paths),
     handover: Effect.map(zk.get(paths.handover), Option.flatMap((n) => parseHandover(n.data))),
     ...memberWrites(zk, paths)

@@ -28,7 +28,7 @@ const securedTopology = Layer.scoped(
     yield* writeFile(zkCredentials, "dictator:chaos-zk-s3cret\n")
     return yield* makeTopology("chaos-secured", {
       redisConfigLines: [`user dictator on >${REDIS_PASSWORD} ${LEAST_ACL}`],
-      dictatorReadyTimeout: "60 seconds",
+      readyTimeout: "60 seconds",
       extra: {
         redis_auth: { username: "dictator", password_file: redisPassword },
         zk_auth: { scheme: "digest", credentials_file: zkCredentials }

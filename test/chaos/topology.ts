@@ -102,8 +102,8 @@ export interface TopologyOptions {
   readonly dictatorZkHosts?: (zk: { readonly servers: ReadonlyArray<ZkServer>; readonly hosts: ReadonlyArray<string> }) => Effect.Effect<ReadonlyArray<string>, unknown, Scope.Scope>
   /** redis.conf lines of every Redis (e.g. an ACL user for the dictators). */
   readonly redisConfigLines?: ReadonlyArray<string>
-  /** Bound of each dictator's start (default the harness's 20 s). */
-  readonly dictatorReadyTimeout?: Duration.DurationInput
+  /** Bound of each dictator's start (its /ping), for a loaded machine; the harness's default otherwise. */
+  readonly readyTimeout?: Duration.DurationInput
 }
 
 export const makeTopology = (svc: string, opts?: TopologyOptions): Effect.Effect<Topology, unknown, Scope.Scope> =>
@@ -122,7 +122,7 @@ export const makeTopology = (svc: string, opts?: TopologyOptions): Effect.Effect
           zkHosts,
           redisPort: redis[i]!.port,
           ...(opts?.extra === undefined ? {} : { extra: opts.extra }),
-          ...(opts?.dictatorReadyTimeout === undefined ? {} : { readyTimeout: opts.dictatorReadyTimeout })
+          ...(opts?.readyTimeout === undefined ? {} : { readyTimeout: opts.readyTimeout })
         }),
       { concurrency: "unbounded" }
     )

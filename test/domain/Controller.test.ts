@@ -221,7 +221,8 @@ describe("redisStep", () => {
     Resign: { _tag: "Resign", master: znode, reason: "r" },
     Follow: { _tag: "Follow", master: M },
     Fence: { _tag: "Fence", reason: "f" },
-    ClearStale: { _tag: "ClearStale", master: znode, reason: "c" }
+    ClearStale: { _tag: "ClearStale", master: znode, reason: "c" },
+    Failsafe: { _tag: "Failsafe", reason: "s" }
   }
   const infos = {
     none: null,
@@ -244,6 +245,7 @@ describe("redisStep", () => {
     const isMaster = info === "master"
     switch (plan) {
       case "Idle":
+      case "Failsafe":
         return None
       case "BeMaster":
         return isMaster ? None : Promote
@@ -264,7 +266,7 @@ describe("redisStep", () => {
   )
 
   it("covers every plan × role × pausedByUs", () => {
-    expect(table).toHaveLength(7 * 7 * 2)
+    expect(table).toHaveLength(8 * 7 * 2)
   })
 
   it.each(table)("$plan with $info, pausedByUs=$paused → $step._tag", ({ plan, info, paused, step }) => {

@@ -64,8 +64,8 @@ const observed = (over: {
   })
 
 /** Settled states: what the node would hold after acting on the same situation before. */
-const following: ControllerState = { plan: { _tag: "Follow", master: theirs.record }, role: "replica", owned: false, paused: false, minReplicas: null, fenceAfterMs: 1000 }
-const mastering: ControllerState = { plan: { _tag: "BeMaster" }, role: "master", owned: true, paused: false, minReplicas: 1, fenceAfterMs: 1000 }
+const following: ControllerState = { plan: { _tag: "Follow", master: theirs.record }, role: "replica", owned: false, paused: false, minReplicas: null, fenceAfterMs: 1000, grant: null, reconfirm: false, hold: null }
+const mastering: ControllerState = { plan: { _tag: "BeMaster" }, role: "master", owned: true, paused: false, minReplicas: 1, fenceAfterMs: 1000, grant: null, reconfirm: false, hold: null }
 
 const tags = (out: ReadonlyArray<Action>) => out.map((a) => a._tag).filter((t) => t !== "Campaign" && t !== "Log")
 const find = <T extends Action["_tag"]>(out: ReadonlyArray<Action>, tag: T) =>

@@ -37,7 +37,8 @@ const serve = (guard: Http.MutationGuard, tls?: { cert: string; key: string }): 
         status: Effect.die("status is not used here"),
         statusNow: Effect.die("status is not used here"),
         enable: Effect.sync(() => (calls.enable++, true)),
-        disable: Effect.sync(() => (calls.disable++, true))
+        disable: Effect.sync(() => (calls.disable++, true)),
+        failsafe: () => Effect.succeed({ yes: false, reason: "failsafe is not used here" })
       })
     )
     yield* Layer.launch(Http.layer({ host: "0.0.0.0", port, guard, ...(tls === undefined ? {} : { tls }) }, node)).pipe(

@@ -100,7 +100,12 @@ const HTTP_PORT = 7000
 /** As the chaos suite: a replica's full sync starts at once instead of after Redis's 5 s wait for more replicas. */
 const REDIS_ARGS = ["--repl-diskless-sync-delay", "0"]
 
-export const makePartitionTopology = (svc: string): Effect.Effect<PartitionTopology, unknown, Scope.Scope> =>
+/** What a partition file may change: dictator config keys (e.g. `failsafe`). */
+export interface PartitionTopologyOptions {
+  readonly extra?: Record<string, unknown>
+}
+
+export const makePartitionTopology = (svc: string, opts?: PartitionTopologyOptions): Effect.Effect<PartitionTopology, unknown, Scope.Scope> =>
   Effect.gen(function* () {
     const bed = yield* testBed([...ZK_HOSTS, ...NODES])
     const zk = yield* zooKeeperEnsemble(3, { tickTime: ZK_TICK_MS, placement: ZK_HOSTS.map((h) => bed.host(h)) })
@@ -110,7 +115,15 @@ export const makePartitionTopology = (svc: string): Effect.Effect<PartitionTopol
     const dictators = yield* Effect.forEach(
       NODES,
       (name, i) =>
-        dictator({ name, svc, zkHosts: zk.hosts, redisPort: redis[i]!.port, httpPort: HTTP_PORT, placement: bed.host(name) }),
+        dictator({
+          name,
+          svc,
+          zkHosts: zk.hosts,
+          redisPort: redis[i]!.port,
+          httpPort: HTTP_PORT,
+          placement: bed.host(name),
+          ...(opts?.extra === undefined ? {} : { extra: opts.extra })
+        }),
       { concurrency: "unbounded" }
     )
     // Registered last, so it runs first: no graceful handovers one after the other at teardown.
@@ -125,7 +138,7 @@ export const makePartitionTopology = (svc: string): Effect.Effect<PartitionTopol
     return t
   })
 
-export const partitionLayer = (svc: string) => Layer.scoped(PartTopo, makePartitionTopology(svc))
+export const partitionLayer = (svc: string, opts?: PartitionTopologyOptions) => Layer.scoped(PartTopo, makePartitionTopology(svc, opts))
 
 // ---------------------------------------------------------------------------------------------
 // Faults

@@ -290,7 +290,8 @@ describe("sentinel endpoint: follow", () => {
         status: Effect.sync(() => current as unknown as NodeStatus),
         statusNow: Effect.sync(() => current as unknown as NodeStatus),
         enable: Effect.succeed(false),
-        disable: Effect.succeed(false)
+        disable: Effect.succeed(false),
+        failsafe: () => Effect.succeed({ yes: false, reason: "not asked here" })
       }
       const scope = Effect.runSync(Scope.make())
       try {

@@ -18,6 +18,7 @@
 import { Context, Effect, Exit, Fiber, HashMap, Layer, Logger, LogLevel, Option, Random, Scheduler, Scope, TestClock } from "effect"
 import { DictatorConfig } from "../../src/Config.js"
 import * as Node from "../../src/Node.js"
+import { FailsafeAskError, FailsafeTransport, type FailsafeTransportService } from "../../src/node/Failsafe.js"
 import { servicePaths, type ServicePaths } from "../../src/Paths.js"
 import { formatAddress, Redis, type RedisAddress, type RedisConnection, type RedisService, RedisUnavailable } from "../../src/Redis.js"
 import { ZooKeeper, type ZooKeeperService } from "../../src/ZooKeeper.js"
@@ -210,6 +211,25 @@ export const makeCluster = (options: { readonly svc?: string; readonly config?: 
         }
       })
 
+    /**
+     * Failsafe requests go straight to the node at the member record's HTTP host, if it runs
+     * (a crashed or stopped node's port is closed: refused at once).
+     */
+    const failsafeTransport: FailsafeTransportService = {
+      ask: (member, request, timeoutMs) =>
+        Effect.suspend(() => {
+          const host = member.http?.replace(/^https?:\/\//, "").split(":")[0]
+          const target = [...nodes].reverse().find((n) => n.address.host === host)
+          const refused = (reason: string) => Effect.fail(new FailsafeAskError({ member: member.name, reason }))
+          if (target === undefined || target.state() !== "running") return refused(`${member.http}: connect ECONNREFUSED`)
+          return target.api.failsafe(request).pipe(
+            Effect.annotateLogs({ node: target.name }),
+            Effect.map((v) => ({ answer: v.yes ? ("yes" as const) : ("no" as const), reason: v.reason })),
+            Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new FailsafeAskError({ member: member.name, reason: "no answer in time" }) })
+          )
+        })
+    }
+
     const start = (spec: NodeSpec) =>
       Effect.gen(function* () {
         const address = { host: spec.host, port: spec.port ?? 6379 }
@@ -235,6 +255,7 @@ export const makeCluster = (options: { readonly svc?: string; readonly config?: 
         })
         const api = yield* Node.make.pipe(
           Effect.provideService(ZooKeeper, zk),
+          Effect.provideService(FailsafeTransport, failsafeTransport),
           Effect.provide(Layer.merge(redis, DictatorConfig.layerValue(config))),
           Scope.extend(scope),
           withLogs(spec.name)
