@@ -266,16 +266,26 @@ describe("router", () => {
     expect((await get(asMaster, "/replica")).status).toBe(503)
   })
 
-  it("POST /failsafe: the node's answer as JSON; GET refused; a bad or oversized body is 400/413 and never reaches the node", async () => {
-    const post = (body: string) => get(asReplica, "/failsafe", { method: "POST", headers: { "content-type": "application/json" }, body })
+  it("POST /failsafe: guarded as a mutation; the node's answer as JSON; GET refused; a bad or oversized body is 400/413 and never reaches the node", async () => {
+    // The peers' calls carry the token of http_token_file (another host is not loopback).
+    const token = Redacted.make("failsafe-test-token-0123456789")
+    const guard = { token: Option.some(token), legacyGet: false }
+    const guardedReplica = HttpApp.toWebHandler(router(Effect.succeed(Option.some(nodeWith(replicaStatus))), guard))
+    const guardedStarting = HttpApp.toWebHandler(router(Effect.succeed(Option.none()), guard))
+    const headers = { "content-type": "application/json", authorization: `Bearer ${Redacted.value(token)}` }
+    const post = (body: string) => get(guardedReplica, "/failsafe", { method: "POST", headers, body })
     failsafeAsked.length = 0
-    const yes = await post(JSON.stringify({ service: "orders", master: "redis9", epoch: "4294967300" }))
+    const ask = JSON.stringify({ service: "orders", master: "redis9", epoch: "4294967300" })
+    expect((await get(guardedReplica, "/failsafe", { method: "POST", headers: { "content-type": "application/json" }, body: ask })).status).toBe(401)
+    expect((await get(asReplica, "/failsafe", { method: "POST", headers: { "content-type": "application/json" }, body: ask })).status).toBe(403)
+    expect(failsafeAsked).toHaveLength(0)
+    const yes = await post(ask)
     expect(yes.status).toBe(200)
     expect(JSON.parse(yes.body)).toEqual({ answer: "yes", reason: "vouched" })
     const no = await post(JSON.stringify({ service: "orders", master: "redis1", epoch: "4294967300" }))
     expect(JSON.parse(no.body)).toEqual({ answer: "no", reason: "this node reaches ZooKeeper" })
     expect(failsafeAsked).toHaveLength(2)
-    expect((await get(asReplica, "/failsafe")).status).toBe(404)
+    expect((await get(guardedReplica, "/failsafe", { headers })).status).toBe(405)
     for (const bad of ["", "{", JSON.stringify({ service: "orders", master: "redis9" }), JSON.stringify({ service: "orders", master: "redis9", epoch: "x" })]) {
       const r = await post(bad)
       expect(r.status, bad).toBe(400)
@@ -284,7 +294,7 @@ describe("router", () => {
     const big = await post(JSON.stringify({ service: "orders", master: "redis9", epoch: "1", pad: "x".repeat(10_000) }))
     expect(big.status).toBe(413)
     expect(failsafeAsked).toHaveLength(2)
-    expect((await get(starting, "/failsafe", { method: "POST", body: "{}" })).status).toBe(503)
+    expect((await get(guardedStarting, "/failsafe", { method: "POST", headers, body: "{}" })).status).toBe(503)
   })
 
   it("/health, /liveness, /readiness on a built node", async () => {

@@ -7,6 +7,9 @@
  */
 import { describe, expect, layer } from "@effect/vitest"
 import { Clock, Effect } from "effect"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { netnsSupport } from "../support/netns.js"
 import { expectFencedFailover } from "./assertions.js"
 import { requireNetns } from "./support.js"
@@ -15,8 +18,13 @@ import { PartTopo, ZK_HOSTS, partition, partitionLayer, partitionScenario } from
 const support = await netnsSupport()
 const now = Clock.currentTimeMillis
 
+// The hosts are not each other's loopback: their POST /failsafe needs the shared http_token_file,
+// so the replicas' "no" below is their answer, not the guard's 403.
+const tokenFile = join(mkdtempSync(join(tmpdir(), "dictator-failsafe-")), "http.token")
+writeFileSync(tokenFile, "partition-failsafe-token-0123456789\n", { mode: 0o600 })
+
 describe.skipIf(requireNetns(support))("partition, failsafe on", () => {
-  layer(partitionLayer("partfs", { extra: { failsafe: true } }), { timeout: "180 seconds", excludeTestServices: true })(
+  layer(partitionLayer("partfs", { extra: { failsafe: true, http_token_file: tokenFile } }), { timeout: "180 seconds", excludeTestServices: true })(
     "failsafe mode on namespaces",
     (it) => {
       it.effect("the master cut off from ZooKeeper only for 12 s: the replicas answer no, the master fences, a replica is promoted, never two writable masters", () =>
