@@ -212,3 +212,98 @@ describe("Node safety: votes against a master do not flap", () => {
       })
     ))
 })
+
+describe("Node safety: the pause state is what the Redis has (issue 7 item 6)", () => {
+  /** A master record naming x (10.0.0.9), a server that is not promoted: a follower waits for it, its Redis still a master. */
+  const masterX = (c: Cluster) =>
+    Effect.gen(function* () {
+      const x = yield* c.world.addServer("10.0.0.9", 6379, { replicaOf: "10.0.0.8:6379" })
+      const other = yield* c.ensemble.session()
+      yield* other.ensurePath(c.paths.service)
+      yield* other.create(c.paths.epoch, new Uint8Array(), "persistent").pipe(Effect.catchTag("ZkNodeExists", () => Effect.void))
+      const record = bytes(JSON.stringify({ host: x.host, port: String(x.port), name: "x" }))
+      yield* other.transaction([
+        { op: "create", path: c.paths.master, data: record, mode: "ephemeral" },
+        { op: "set", path: c.paths.epoch, data: record, version: -1 }
+      ])
+      return x
+    })
+
+  it.scoped("at start the pause is unknown: a Redis that is a master while another is named master never takes writes", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        yield* masterX(c)
+        // n1's Redis is a master (restarted, say) with nobody's pause on it.
+        yield* c.world.addServer("10.0.0.1", 6379)
+        yield* c.start(spec(1))
+        for (let t = 0; t < 1500; t += 10) {
+          yield* TestClock.adjust("10 millis")
+          yield* neverWritableWhile(c, { host: "10.0.0.1", port: 6379 }, "as a second master while the master znode names x")
+        }
+        expect((yield* c.world.inspect("10.0.0.1:6379")).role).toBe("replica")
+      })
+    ))
+
+  it.scoped("an UNPAUSE that timed out on a frozen Redis never runs after a later fence without a PAUSE behind it", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const n1 = yield* c.add(spec(1))
+        yield* c.waitUntil("n1 master", () => c.masterName() === "n1", { within: 1000 })
+        yield* TestClock.adjust("500 millis")
+        // Fenced by a lost connection; then its Redis freezes just as the connection comes back.
+        yield* c.ensemble.disconnect(n1.zk)
+        yield* c.waitUntil("n1 fenced", () => Effect.map(c.world.inspect(n1.address), (s) => s.paused), { within: 2000, step: 10 })
+        yield* c.world.freeze(n1.address)
+        yield* c.ensemble.reconnect(n1.zk)
+        // The UNPAUSE (owner again, proof read) times out and sits in the frozen server's queue.
+        for (let t = 0; t < 300; t += 10) yield* TestClock.adjust("10 millis")
+        // Meanwhile its session expires and another master is named.
+        yield* c.ensemble.expire(n1.zk)
+        yield* masterX(c)
+        // n1 decides to fence (its PAUSE queued behind the UNPAUSEs), well before its Redis would be down.
+        for (let t = 0; t < 500; t += 10) yield* TestClock.adjust("10 millis")
+        yield* c.world.thaw(n1.address)
+        for (let t = 0; t < 1500; t += 10) {
+          yield* neverWritableWhile(c, n1.address, "after its late UNPAUSE while the master znode names x")
+          yield* TestClock.adjust("10 millis")
+        }
+      })
+    ))
+
+  it.scoped("a PAUSE that never ran is sent again: a master fenced while cut off whose Redis restarts is paused again", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const n1 = yield* c.add(spec(1))
+        yield* c.waitUntil("n1 master", () => c.masterName() === "n1", { within: 1000 })
+        yield* TestClock.adjust("500 millis")
+        yield* c.ensemble.disconnect(n1.zk)
+        yield* TestClock.adjust("700 millis")
+        // Frozen when the fence comes: the PAUSE times out; then the process is killed (it never
+        // runs) and started again, as a master without any pause.
+        yield* c.world.freeze(n1.address)
+        for (let t = 0; t < 600; t += 10) yield* TestClock.adjust("10 millis")
+        yield* c.world.kill(n1.address)
+        yield* TestClock.adjust("100 millis")
+        yield* c.world.restart(n1.address)
+        yield* c.waitUntil("n1's restarted Redis paused again while n1 is cut off", () => Effect.map(c.world.inspect(n1.address), (s) => s.paused), { within: 1000, step: 10 })
+        expect((yield* n1.api.status).role).toBe("fenced")
+      })
+    ))
+
+  it.scoped("a Redis older than 6.2 (no CLIENT PAUSE WRITE) is misconfigured: said once, never master", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        yield* c.add(spec(1), { version: "6.0.16" })
+        yield* TestClock.adjust("3 seconds")
+        expect(c.masterName()).toBeNull()
+        const lines = c.logs.filter((l) => l.node === "n1" && l.message.includes("6.0.16"))
+        expect(lines.length).toBe(1)
+        expect(lines[0]!.message).toContain("6.2")
+        expect((yield* c.node("n1").api.status).health._tag).toBe("Misconfigured")
+      })
+    ))
+})

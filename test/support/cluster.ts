@@ -158,6 +158,7 @@ const mortal = (service: RedisService, dead: () => boolean, cut: ReadonlySet<str
         address: c.address,
         ping: reach(c.ping),
         replication: reach(c.replication),
+        serverVersion: reach(c.serverVersion),
         replicaOf: (target) => reach(c.replicaOf(target)),
         pauseWrites: (duration) => reach(c.pauseWrites(duration)),
         unpause: reach(c.unpause),
