@@ -307,3 +307,32 @@ describe("Node safety: the pause state is what the Redis has (issue 7 item 6)", 
       })
     ))
 })
+
+describe("Node safety: duplicate node names (issue 7 item 11)", () => {
+  it.scoped("a second node under a running node's name (another Redis) is refused at start with one clear message; the first keeps its znodes", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        yield* c.add({ name: "local", host: "10.0.0.1" })
+        yield* c.waitUntil("the first master", () => c.masterName() === "local", { within: 1000 })
+        const before = c.master()!
+        const member = c.ensemble.get(`${c.paths.members}/local`)
+        expect(member._tag).toBe("Some")
+        const owner = member._tag === "Some" ? member.value.stat.ephemeralOwner : ""
+
+        yield* c.world.addServer("10.0.0.2", 6379)
+        const refused = yield* c.driven(Effect.flip(c.start({ name: "local", host: "10.0.0.2" })), { step: 100, max: 20_000 })
+        expect(refused._tag).toBe("DuplicateNode")
+        expect(refused.message).toContain(`another dictator already runs as node "local" in service "svc"`)
+        expect(refused.message).toContain("10.0.0.1:6379")
+        expect(refused.message).toContain("node.name")
+        // Said once while waiting (in case it was this node's previous run), then refused.
+        expect(c.logs.filter((l) => l.message.includes("another dictator already runs")).length).toBe(1)
+        const after = c.ensemble.get(`${c.paths.members}/local`)
+        expect(after._tag === "Some" && after.value.stat.ephemeralOwner).toBe(owner)
+        expect(c.master()).toMatchObject({ czxid: before.czxid, owner: before.owner })
+        // The refused node never touched the second Redis's role.
+        expect((yield* c.world.commands("10.0.0.2:6379")).filter((x) => x.startsWith("REPLICAOF") || x.startsWith("CLIENT"))).toEqual([])
+      })
+    ))
+})

@@ -72,7 +72,10 @@ export const decide = (s: Situation): Plan => {
             }
           : { _tag: "BeMaster" }
       }
-      if (m.record.name === s.self.name) {
+      // Our name at our Redis address: left by an older session of this node. Our name at another
+      // address is another node (or an old address of ours, gone when its session expires):
+      // followed like any master, never removed.
+      if (m.record.name === s.self.name && sameAddress(m.record, s.self)) {
         return {
           _tag: "ClearStale",
           master: m,

@@ -33,6 +33,8 @@ export const make = Effect.gen(function* () {
   const startedAt = yield* now
   const wake = yield* Queue.sliding<void>(1)
   let published: Published | null = null
+  /** The duplicate that keeps this node out, as last said. */
+  let refused: string | null = null
 
   const record = Effect.gen(function* () {
     const h = yield* local.health.get
@@ -84,7 +86,18 @@ export const make = Effect.gen(function* () {
   yield* supervised("member")(
     Effect.forever(
       Effect.raceFirst(Queue.take(wake), Effect.sleep(`${config.check_interval_ms} millis`)).pipe(
-        Effect.zipRight(publishOnce.pipe(Effect.catchAll((e) => Effect.logWarning(`cannot publish member record: ${e.message}`))))
+        Effect.zipRight(
+          publishOnce.pipe(
+            Effect.tap(() => Effect.sync(() => (refused = null))),
+            Effect.catchAll((e) => {
+              if (e._tag !== "DuplicateNode") return Effect.logWarning(`cannot publish member record: ${e.message}`)
+              // Said once while it lasts: not a candidate, not a voter, until the other one leaves.
+              if (refused === e.message) return Effect.void
+              refused = e.message
+              return Effect.logError(`not joining: ${e.message}`)
+            })
+          )
+        )
       )
     )
   )

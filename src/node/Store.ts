@@ -3,7 +3,7 @@
  * removed epoch-safely), the member records (watched, written), ownership checks. The only
  * module that knows ZooKeeper paths, znode versions and transactions.
  */
-import { Context, Effect, FiberMap, Layer, Option, Ref, Stream, type Subscribable, SubscriptionRef } from "effect"
+import { Context, Data, Effect, FiberMap, Layer, Option, Ref, Stream, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
 import {
   encodeHandover,
@@ -19,6 +19,7 @@ import {
   type PresentMaster
 } from "../domain/Records.js"
 import { servicePaths, type ServicePaths } from "../Paths.js"
+import { formatAddress, type RedisAddress, sameAddress } from "../Redis.js"
 import { reconnectSchedule } from "../Retry.js"
 import {
   type SessionInfo,
@@ -59,13 +60,40 @@ export interface StoreService {
   readonly confirmOwnership: Effect.Effect<boolean>
   /** Rewrites this node's member record; false when it is not there (a new session must create it). */
   readonly updateMember: (record: MemberRecord) => Effect.Effect<boolean, ZkFailure | ZkBadVersion>
-  /** Creates this node's member record in `session`, replacing one left by an older session. */
-  readonly createMember: (record: MemberRecord, session: SessionInfo) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion>
+  /**
+   * Creates this node's member record in `session`, replacing one left by an older session of
+   * this node (same name, same Redis address); one of another node under our name is refused.
+   */
+  readonly createMember: (record: MemberRecord, session: SessionInfo) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion | DuplicateNode>
   /** Removes this node's member record if this session owns it. */
   readonly removeMember: (name: string) => Effect.Effect<void, ZkFailure>
 }
 
 export class Store extends Context.Tag("dictator/Store")<Store, StoreService>() {}
+
+/**
+ * Another dictator runs under this node's name in this service: two nodes with one name would
+ * replace each other's member record (and clear each other's master znode) forever.
+ */
+export class DuplicateNode extends Data.TaggedError("DuplicateNode")<{
+  readonly service: string
+  readonly name: string
+  /** The other one's Redis, as its member record says. */
+  readonly other: string
+  readonly session: string
+}> {
+  override get message() {
+    return `another dictator already runs as node "${this.name}" in service "${this.service}" (its Redis is ${this.other}, ZooKeeper session 0x${this.session}): two nodes with one name would delete each other's znodes; give each dictator its own node.name in its config file (the default is "local")`
+  }
+}
+
+/**
+ * Whether a member znode not owned by this session is this node's own, left by an older session
+ * (of this process or of a previous run, until it expires): the same name for the same Redis
+ * address. Another address under our name is another node.
+ */
+const leftByUs = (node: ZkNode, self: RedisAddress): Option.Option<boolean> =>
+  Option.map(parseMember(node.data), (m) => sameAddress(m, self))
 
 /** A removal that found the node gone or replaced has nothing left to do. */
 const goneAlready = <A, E extends { readonly _tag: string }, R>(self: Effect.Effect<A, E, R>) =>
@@ -206,7 +234,7 @@ const confirmOwnership = (zk: Zk, paths: ServicePaths) =>
     return Option.isSome(node) && session.status === "connected" && node.value.stat.ephemeralOwner === session.sessionId
   }).pipe(Effect.catchAll(() => Effect.succeed(false)))
 
-const memberWrites = (zk: Zk, paths: ServicePaths) => ({
+const memberWrites = (zk: Zk, paths: ServicePaths, service: string) => ({
   updateMember: (record: MemberRecord) =>
     zk.set(paths.member(record.name), encodeMember(record), -1).pipe(
       Effect.as(true),
@@ -216,8 +244,13 @@ const memberWrites = (zk: Zk, paths: ServicePaths) => ({
     Effect.gen(function* () {
       const path = paths.member(record.name)
       // A new session: our record from an older one may still be there until it expires.
+      // Another node's under our name is never removed (each would remove the other's forever).
       const existing = yield* zk.get(path)
       if (Option.isSome(existing) && existing.value.stat.ephemeralOwner !== session.sessionId) {
+        if (!Option.getOrElse(leftByUs(existing.value, record), () => true)) {
+          const other = Option.getOrThrow(parseMember(existing.value.data))
+          return yield* new DuplicateNode({ service, name: record.name, other: formatAddress(other), session: existing.value.stat.ephemeralOwner })
+        }
         yield* zk.remove(path, existing.value.stat.version).pipe(goneAlready)
       }
       yield* zk.ensurePath(paths.members)
@@ -235,6 +268,36 @@ const memberWrites = (zk: Zk, paths: ServicePaths) => ({
     })
 })
 
+/**
+ * At start, before anything watches or writes: a member record under this node's name owned by
+ * another session is either this node's previous run (its session not expired yet: same Redis
+ * address, replaced when the record is written) or another node under the same name. A record at
+ * another address may still be a previous run with another address: it is given the session
+ * timeout to expire; then the start is refused.
+ */
+const claimName = (zk: Zk, paths: ServicePaths, service: string, self: { readonly name: string } & RedisAddress, sessionTimeoutMs: number) =>
+  Effect.gen(function* () {
+    const path = paths.member(self.name)
+    const now = Effect.clockWith((c) => c.currentTimeMillis)
+    const since = yield* now
+    let said = false
+    for (;;) {
+      const node = yield* zk.get(path).pipe(Effect.retry(reconnectSchedule), Effect.orDie)
+      const session = yield* SubscriptionRef.get(zk.session)
+      if (Option.isNone(node) || node.value.stat.ephemeralOwner === session.sessionId) return
+      if (Option.getOrElse(leftByUs(node.value, self), () => true)) return
+      const other = Option.getOrThrow(parseMember(node.value.data))
+      const duplicate = new DuplicateNode({ service, name: self.name, other: formatAddress(other), session: node.value.stat.ephemeralOwner })
+      const limit = (session.timeoutMs ?? sessionTimeoutMs) + 2000
+      if ((yield* now) - since >= limit) return yield* duplicate
+      if (!said) {
+        said = true
+        yield* Effect.logWarning(`${duplicate.message}; waiting up to ${limit} ms in case it is this node's previous run, whose session has not expired yet`)
+      }
+      yield* Effect.sleep("250 millis")
+    }
+  })
+
 export const make = Effect.gen(function* () {
   const { config } = yield* DictatorConfig
   const zk = yield* ZooKeeper
@@ -245,6 +308,7 @@ export const make = Effect.gen(function* () {
     Effect.retry(reconnectSchedule),
     Effect.orDie // the schedule never ends
   )
+  yield* claimName(zk, paths, config.svc_name, config.node, config.zk_session_timeout_ms)
   const { lastMaster, master } = yield* watchMaster(zk, paths)
   const { largestMembership, members } = yield* watchMembers(zk, paths)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
@@ -261,7 +325,7 @@ export const make = Effect.gen(function* () {
     confirmOwnership: confirmOwnership(zk, paths),
     handOver: handOver(zk, paths),
     handover: Effect.map(zk.get(paths.handover), Option.flatMap((n) => parseHandover(n.data))),
-    ...memberWrites(zk, paths)
+    ...memberWrites(zk, paths, config.svc_name)
   } satisfies StoreService
 })
 
