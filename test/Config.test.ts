@@ -28,6 +28,7 @@ const defaults: DictatorConfigData = {
   handover_timeout_ms: 3000,
   min_replicas_to_write: 1,
   min_replicas_max_lag: 2,
+  max_lag_on_failover: 1048576,
   quorum: null
 }
 
@@ -95,6 +96,7 @@ describe("parseConfig: valid files", () => {
       handover_timeout_ms: 60000,
       min_replicas_to_write: 0,
       min_replicas_max_lag: 3600,
+      max_lag_on_failover: -1,
       quorum: 3,
       node: { name: "redis-1", host: "db1.example", port: 65535, loading_timeout: 0.5, priority: 0 }
     }

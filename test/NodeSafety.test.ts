@@ -336,3 +336,84 @@ describe("Node safety: duplicate node names (issue 7 item 11)", () => {
       })
     ))
 })
+
+describe("Node safety: no empty or far-behind Redis is elected (issue 7 item 10)", () => {
+  const MiB = 1048576
+  /** n1 master with 2 MiB written and recorded in its member record; n2 preferred (priority 1); n3. */
+  const withData = (c: Cluster) =>
+    Effect.gen(function* () {
+      const n1 = yield* c.add(spec(1, { config: { min_replicas_to_write: 0 } }))
+      yield* c.waitUntil("n1 master", () => c.masterName() === "n1", { within: 1000 })
+      const n2 = yield* c.add(spec(2, { priority: 1 }))
+      const n3 = yield* c.add(spec(3))
+      yield* TestClock.adjust("1 second")
+      return [n1, n2, n3] as const
+    })
+  const recordWrites = (c: Cluster, n1: ClusterNode) =>
+    Effect.gen(function* () {
+      yield* c.world.write(n1.address, 2 * MiB)
+      // The master's member record carries its offset (rewritten within 5 s when only it moved).
+      yield* c.waitUntil("n1's record shows its offset", () => {
+        const m = c.ensemble.get(`${c.paths.members}/n1`)
+        return m._tag === "Some" && (JSON.parse(new TextDecoder().decode(m.value.data)) as { offset: number }).offset >= 2 * MiB
+      }, { within: 7000, step: 100 })
+    })
+
+  it.scoped("the preferred replica's Redis restarted empty: the caught-up one is promoted, not the empty one", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, n2, n3] = yield* withData(c)
+        yield* recordWrites(c, n1)
+        // n2's Redis comes back without its data and cannot resync (its link is cut).
+        yield* c.world.restart(n2.address, { empty: true })
+        yield* c.world.cutLink(n2.address)
+        yield* TestClock.adjust("500 millis")
+        yield* c.world.kill(n1.address)
+        yield* c.waitUntil("a new master", () => c.masterName() !== null && c.masterName() !== "n1", { within: 5000, step: 10 })
+        expect(c.masterName()).toBe("n3")
+        expect((yield* c.world.inspect(n3.address)).offset).toBeGreaterThanOrEqual(2 * MiB)
+        expect(c.logs.some((l) => l.node === "n2" && l.message.includes("not a candidate: its Redis is empty (offset 0)"))).toBe(true)
+      })
+    ))
+
+  it.scoped("every replica far behind the recorded master offset: nobody is promoted, and each says why once", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, n2, n3] = yield* withData(c)
+        // Both have some data, then fall 2 MiB behind.
+        yield* c.world.write(n1.address, 100_000)
+        yield* TestClock.adjust("200 millis")
+        yield* c.world.cutLink(n2.address)
+        yield* c.world.cutLink(n3.address)
+        yield* recordWrites(c, n1)
+        yield* c.world.kill(n1.address)
+        for (let t = 0; t < 5000; t += 50) {
+          yield* TestClock.adjust("50 millis")
+          expect(c.masterName() === null || c.masterName() === "n1").toBe(true)
+        }
+        expect(c.masterName()).toBeNull()
+        for (const n of ["n2", "n3"]) {
+          const why = c.logs.filter((l) => l.node === n && l.message.includes("behind the last recorded master offset"))
+          expect(why.length).toBe(1)
+          expect(why[0]!.message).toContain("max_lag_on_failover")
+        }
+      })
+    ))
+
+  it.scoped("max_lag_on_failover -1: the operator accepts the loss, and the best of what is left is promoted", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster({ config: { max_lag_on_failover: -1 } })
+        const [n1, n2, n3] = yield* withData(c)
+        yield* c.world.cutLink(n2.address)
+        yield* c.world.cutLink(n3.address)
+        yield* recordWrites(c, n1)
+        yield* c.world.kill(n1.address)
+        yield* c.waitUntil("a new master", () => c.masterName() === "n2" || c.masterName() === "n3", { within: 5000, step: 10 })
+        expect(c.masterName()).toBe(n2.name)
+        void n3
+      })
+    ))
+})

@@ -85,7 +85,10 @@ export const make = Effect.gen(function* () {
       onNone: () => null,
       onSome: (h) => ({ name: h.to, from: h.from, graceMs: config.handover_timeout_ms })
     })
-    const me = candidacy(rankCandidates(candidates, prev?.record.name ?? null), self.name, config.election_step_ms, named)
+    // The old master's last recorded offset: a candidate far behind it (or empty) would lose its data.
+    const recorded = prev === null ? null : yield* store.lastMasterRecordOf(prev.record.name)
+    const guard = recorded === null ? null : { recordedOffset: recorded.offset, recordedBy: recorded.name, maxLag: config.max_lag_on_failover }
+    const me = candidacy(rankCandidates(candidates, prev?.record.name ?? null, guard), self.name, config.election_step_ms, named)
     if (me._tag === "Excluded") {
       const note = `not a candidate: ${me.why}`
       if (note !== lastNote) yield* Effect.logInfo(note)

@@ -47,6 +47,7 @@ export const make = Effect.gen(function* () {
       healthy: h._tag === "Healthy",
       role: info?.role ?? "unknown",
       offset: info?.offset ?? 0,
+      replid: info?.replid ?? "",
       link_up: info?.linkUp ?? false,
       master_down: yield* observer.opinion.get,
       version: VERSION,

@@ -41,6 +41,11 @@ export interface StoreService {
   readonly members: Subscribable.Subscribable<ReadonlyMap<string, MemberRecord>>
   /** The most members seen at once since start: the service's size, for the votes' quorum. */
   readonly largestMembership: Effect.Effect<number>
+  /**
+   * The last record seen of the member `name` while it was a master, kept after it is gone: the
+   * old master's replication id and offset, for the lag guard of the next election.
+   */
+  readonly lastMasterRecordOf: (name: string) => Effect.Effect<MemberRecord | null>
   /** Creates the master znode naming `record` and bumps the epoch, atomically; false when another exists. */
   readonly createMaster: (record: MasterRecord, extra: Record<string, unknown>) => Effect.Effect<boolean, ZkFailure | ZkNoNode | ZkBadVersion>
   /** Reads the master znode through the server and publishes it as `master`. */
@@ -147,6 +152,8 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
         return next
       })
     const watchers = yield* FiberMap.make<string>()
+    /** Each member's last record as a master; never forgotten (one per name ever seen). */
+    const asMaster = new Map<string, MemberRecord>()
     const watched = new Set<string>()
     const follow = (names: ReadonlyArray<string>) =>
       Effect.gen(function* () {
@@ -162,7 +169,11 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
         for (const name of names) {
           watched.add(name)
           const watch = zk.watchData(paths.member(name)).pipe(
-            Stream.runForEach((node) => setMember(name, Option.flatMap(node, (n) => parseMember(n.data))))
+            Stream.runForEach((node) => {
+              const record = Option.flatMap(node, (n) => parseMember(n.data))
+              if (Option.isSome(record) && record.value.role === "master") asMaster.set(name, record.value)
+              return setMember(name, record)
+            })
           )
           yield* FiberMap.run(watchers, name, watch, { onlyIfMissing: true })
         }
@@ -170,7 +181,11 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
     yield* supervised("members-watch")(Stream.runForEach(zk.watchChildren(paths.members), follow))
     const largest = yield* Ref.make(0)
     yield* supervised("members-size")(Stream.runForEach(members.changes, (m) => Ref.update(largest, (n) => Math.max(n, m.size))))
-    return { members, largestMembership: Ref.get(largest) }
+    return {
+      members,
+      largestMembership: Ref.get(largest),
+      lastMasterRecordOf: (name: string) => Effect.sync(() => asMaster.get(name) ?? null)
+    }
   })
 
 /**
@@ -310,7 +325,7 @@ export const make = Effect.gen(function* () {
   )
   yield* claimName(zk, paths, config.svc_name, config.node, config.zk_session_timeout_ms)
   const { lastMaster, master } = yield* watchMaster(zk, paths)
-  const { largestMembership, members } = yield* watchMembers(zk, paths)
+  const { largestMembership, lastMasterRecordOf, members } = yield* watchMembers(zk, paths)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
   return {
     session: zk.session,
@@ -318,6 +333,7 @@ export const make = Effect.gen(function* () {
     lastMaster: Ref.get(lastMaster),
     members,
     largestMembership,
+    lastMasterRecordOf,
     createMaster: createMaster(zk, paths),
     readMaster,
     refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),
