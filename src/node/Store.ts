@@ -191,8 +191,10 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
 /**
  * Removes the master znode of `view` and never a newer one. The epoch znode's version is checked
  * in the same transaction: a znode's own version starts at 0 again when it is re-created, so it
- * cannot tell "this master" from a newer one. For a master znode made by another program (no
- * epoch), the czxid is checked just before a versioned delete: a narrow race, logged.
+ * cannot tell "this master" from a newer one. For a master znode made by another program (its
+ * creation did not bump the epoch), the epoch's version is read first, then the master znode's
+ * czxid is checked, and the removal checks that epoch version: a dictator that elected itself
+ * meanwhile bumped it, so its master znode is never removed by this (now stale) view.
  */
 const removeMaster = (zk: Zk, paths: ServicePaths): StoreService["removeMaster"] => (view) =>
   Effect.gen(function* () {
@@ -202,10 +204,18 @@ const removeMaster = (zk: Zk, paths: ServicePaths): StoreService["removeMaster"]
         { op: "remove", path: paths.master, version: view.version }
       ])
     }
+    if (Option.isNone(yield* zk.get(paths.epoch))) {
+      yield* zk.create(paths.epoch, new Uint8Array(), "persistent").pipe(Effect.catchTag("ZkNodeExists", () => Effect.void))
+    }
+    const epoch = yield* zk.get(paths.epoch)
+    if (Option.isNone(epoch)) return
     const current = yield* zk.get(paths.master)
     if (Option.isNone(current) || current.value.stat.czxid !== view.epoch) return
-    yield* Effect.logWarning(`master znode epoch ${view.epoch} has no epoch record (made by another program): removing it by version only`)
-    yield* zk.remove(paths.master, view.version)
+    yield* Effect.logWarning(`master znode epoch ${view.epoch} was not made by a dictator (no epoch record): removing it, unless a dictator was elected meanwhile`)
+    yield* zk.transaction([
+      { op: "check", path: paths.epoch, version: epoch.value.stat.version },
+      { op: "remove", path: paths.master, version: view.version }
+    ])
   }).pipe(goneAlready)
 
 const createMaster = (zk: Zk, paths: ServicePaths): StoreService["createMaster"] => (record, extra) =>
