@@ -417,3 +417,25 @@ describe("Node safety: no empty or far-behind Redis is elected (issue 7 item 10)
       })
     ))
 })
+
+describe("Node safety: a malformed persistent master znode (issue 7 item 13a)", () => {
+  it.scoped("is logged once with how to clear it, removed after a session timeout if unchanged, and an election follows", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const other = yield* c.ensemble.session()
+        yield* other.ensurePath(c.paths.service)
+        yield* other.create(c.paths.master, bytes("{not json"), "persistent")
+        yield* c.add(spec(1))
+        yield* c.add(spec(2))
+        yield* TestClock.adjust("3 seconds")
+        expect(c.masterName()).toBeNull()
+        // One error from the watch (the fence's own warnings aside), with the way to clear it by hand.
+        const said = c.logs.filter((l) => l.node === "n1" && l.level === "ERROR" && l.message.includes("is malformed"))
+        expect(said.length).toBe(1)
+        expect(said[0]!.message).toContain("zkCli.sh delete /services/redis/svc/master")
+        yield* c.waitUntil("a master elected", () => c.masterName() !== null, { within: 6000 })
+        expect(c.master()!.owner).not.toBe("0")
+      })
+    ))
+})

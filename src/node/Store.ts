@@ -3,7 +3,7 @@
  * removed epoch-safely), the member records (watched, written), ownership checks. The only
  * module that knows ZooKeeper paths, znode versions and transactions.
  */
-import { Context, Data, Effect, FiberMap, Layer, Option, Ref, Stream, type Subscribable, SubscriptionRef } from "effect"
+import { Context, Data, Effect, FiberHandle, FiberMap, Layer, Option, Ref, Stream, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
 import {
   encodeHandover,
@@ -118,18 +118,41 @@ const viewOf = (zk: Zk, paths: ServicePaths) => (node: Option.Option<ZkNode>) =>
         Effect.catchAll(() => Effect.succeed(parseMasterView(node)))
       )
 
+/**
+ * A malformed master znode that is PERSISTENT (no session owns it: written by hand or by another
+ * program) would fence every node forever. Once it has stayed the same for `graceMs`, it is
+ * removed (epoch-checked, never a newer master) and an election follows.
+ */
+const clearMalformed = (zk: Zk, paths: ServicePaths, graceMs: number, view: Extract<MasterView, { _tag: "Malformed" }>) =>
+  Effect.gen(function* () {
+    yield* Effect.sleep(`${graceMs} millis`)
+    const now = yield* Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
+    if (now._tag !== "Malformed" || now.epoch !== view.epoch || now.version !== view.version) return
+    yield* Effect.logWarning(`removing the malformed persistent master znode ${paths.master} (unchanged for ${graceMs} ms); a new election follows`)
+    yield* removeMaster(zk, paths)(now)
+  }).pipe(Effect.catchAll((e) => Effect.logWarning(`cannot remove the malformed master znode ${paths.master}: ${e.message}; retried when it changes or on the next start`)))
+
 /** The master znode as a SubscriptionRef kept current by a watch; the last present one kept apart. */
-const watchMaster = (zk: Zk, paths: ServicePaths) =>
+const watchMaster = (zk: Zk, paths: ServicePaths, graceMs: number) =>
   Effect.gen(function* () {
     const master = yield* SubscriptionRef.make<MasterView | null>(null)
     const lastMaster = yield* Ref.make<PresentMaster | null>(null)
+    const janitor = yield* FiberHandle.make<void, never>()
     yield* supervised("master-watch")(
       zk.watchData(paths.master).pipe(
         Stream.mapEffect(viewOf(zk, paths)),
         Stream.runForEach((view) =>
           Effect.gen(function* () {
+            yield* FiberHandle.clear(janitor)
             if (view._tag === "Malformed") {
-              yield* Effect.logError(`master znode ${paths.master} is malformed (${view.reason}): ${JSON.stringify(view.raw)}; not following it`)
+              const persistent = view.owner === "0" || view.owner === ""
+              yield* Effect.logError(
+                `master znode ${paths.master} is malformed (${view.reason}): ${JSON.stringify(view.raw)}; not following it` +
+                  (persistent
+                    ? `; it is persistent (no dictator's session owns it), so it is removed if still unchanged in ${graceMs} ms (or now by hand: zkCli.sh delete ${paths.master})`
+                    : `; it goes when its session ends (owner 0x${view.owner})`)
+              )
+              if (persistent) yield* FiberHandle.run(janitor, clearMalformed(zk, paths, graceMs, view))
             }
             if (view._tag === "Present") yield* Ref.set(lastMaster, view)
             yield* SubscriptionRef.set(master, view)
@@ -334,7 +357,7 @@ export const make = Effect.gen(function* () {
     Effect.orDie // the schedule never ends
   )
   yield* claimName(zk, paths, config.svc_name, config.node, config.zk_session_timeout_ms)
-  const { lastMaster, master } = yield* watchMaster(zk, paths)
+  const { lastMaster, master } = yield* watchMaster(zk, paths, config.zk_session_timeout_ms)
   const { largestMembership, lastMasterRecordOf, members } = yield* watchMembers(zk, paths)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
   return {

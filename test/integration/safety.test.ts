@@ -9,6 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
+import zookeeper from "node-zookeeper-client"
 import { dictator, freePort, readMaster, redisServer, repoRoot, waitUntil, zkSession, zooKeeper } from "../support/servers.js"
 
 const MAIN = process.env.DICTATOR_MAIN ?? path.join(repoRoot(), "dist", "src", "main.js")
@@ -110,6 +111,35 @@ describe("issue 7 item 11: duplicate node names", () => {
         expect(yield* r2.cli("INFO", "replication")).toContain("role:master")
         expect(yield* r2.cli("INFO", "commandstats")).not.toMatch(/cmdstat_(replicaof|slaveof|client\|pause|client\|unpause|config)/)
         expect(yield* r1.cli("INFO", "replication")).toContain("role:master")
+      }),
+    120_000
+  )
+})
+
+describe("issue 7 item 13a: a malformed persistent master znode", () => {
+  it.scopedLive(
+    "written by hand before any dictator runs: logged with how to clear it, removed after a session timeout, then a master is elected",
+    () =>
+      Effect.gen(function* () {
+        const zk = yield* zooKeeper()
+        const hosts = [zk.connectString]
+        const svc = "garbage"
+        const client = yield* zkSession(hosts)
+        const create = (p: string, data: Buffer) =>
+          Effect.async<void>((resume) => client.create(p, data, zookeeper.CreateMode.PERSISTENT, () => resume(Effect.void)))
+        for (const p of ["/services", "/services/redis", `/services/redis/${svc}`]) yield* create(p, Buffer.alloc(0))
+        yield* create(`/services/redis/${svc}/master`, Buffer.from("{not json"))
+        const before = yield* stat(hosts, `/services/redis/${svc}/master`)
+        expect(Option.isSome(before) && before.value.owner).toBe("0")
+
+        const r1 = yield* redisServer()
+        const d = yield* dictator({ name: "a", svc, zkHosts: hosts, redisPort: r1.port, extra: { zk_session_timeout_ms: 4000 } })
+        const elected = yield* waitUntil("a master elected", Effect.map(readMaster(hosts, svc), Option.filter((m) => m.name === "a")), { timeout: "60 seconds" })
+        expect(elected.port).toBe(r1.port)
+        const lines = d.output().split("\n").filter((l) => l.includes("is malformed") && l.includes("level=ERROR"))
+        expect(lines, d.output()).toHaveLength(1)
+        expect(lines[0]).toContain(`zkCli.sh delete /services/redis/${svc}/master`)
+        expect(d.output()).toContain("removing the malformed persistent master znode")
       }),
     120_000
   )
