@@ -46,6 +46,8 @@ export interface StoreService {
    * old master's replication id and offset, for the lag guard of the next election.
    */
   readonly lastMasterRecordOf: (name: string) => Effect.Effect<MemberRecord | null>
+  /** Members whose record went away within the last `withinMs` (their last record): a Redis may outlive its dictator. */
+  readonly departed: (withinMs: number) => Effect.Effect<ReadonlyArray<MemberRecord>>
   /** Creates the master znode naming `record` and bumps the epoch, atomically; false when another exists. */
   readonly createMaster: (record: MasterRecord, extra: Record<string, unknown>) => Effect.Effect<boolean, ZkFailure | ZkNoNode | ZkBadVersion>
   /** Reads the master znode through the server and publishes it as `master`. */
@@ -177,12 +179,19 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
     const watchers = yield* FiberMap.make<string>()
     /** Each member's last record as a master; never forgotten (one per name ever seen). */
     const asMaster = new Map<string, MemberRecord>()
+    /** Each member's last record, and when it went away (null while it is a member). */
+    const lastSeen = new Map<string, { record: MemberRecord; goneAt: number | null }>()
     const watched = new Set<string>()
     const follow = (names: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         const current = new Set(names)
+        const at = yield* Effect.clockWith((c) => c.currentTimeMillis)
         for (const name of (yield* SubscriptionRef.get(members)).keys()) {
           if (!current.has(name)) yield* setMember(name, Option.none())
+        }
+        for (const [name, seen] of lastSeen) {
+          if (!current.has(name) && seen.goneAt === null) seen.goneAt = at
+          if (current.has(name)) seen.goneAt = null
         }
         for (const name of [...watched]) {
           if (current.has(name)) continue
@@ -195,6 +204,7 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
             Stream.runForEach((node) => {
               const record = Option.flatMap(node, (n) => parseMember(n.data))
               if (Option.isSome(record) && record.value.role === "master") asMaster.set(name, record.value)
+              if (Option.isSome(record)) lastSeen.set(name, { record: record.value, goneAt: null })
               return setMember(name, record)
             })
           )
@@ -207,7 +217,11 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
     return {
       members,
       largestMembership: Ref.get(largest),
-      lastMasterRecordOf: (name: string) => Effect.sync(() => asMaster.get(name) ?? null)
+      lastMasterRecordOf: (name: string) => Effect.sync(() => asMaster.get(name) ?? null),
+      departed: (withinMs: number) =>
+        Effect.clockWith((c) => c.currentTimeMillis).pipe(
+          Effect.map((now) => [...lastSeen.values()].filter((s) => s.goneAt !== null && now - s.goneAt <= withinMs).map((s) => s.record))
+        )
     }
   })
 
@@ -358,7 +372,7 @@ export const make = Effect.gen(function* () {
   )
   yield* claimName(zk, paths, config.svc_name, config.node, config.zk_session_timeout_ms)
   const { lastMaster, master } = yield* watchMaster(zk, paths, config.zk_session_timeout_ms)
-  const { largestMembership, lastMasterRecordOf, members } = yield* watchMembers(zk, paths)
+  const { departed, largestMembership, lastMasterRecordOf, members } = yield* watchMembers(zk, paths)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
   return {
     session: zk.session,
@@ -367,6 +381,7 @@ export const make = Effect.gen(function* () {
     members,
     largestMembership,
     lastMasterRecordOf,
+    departed,
     createMaster: createMaster(zk, paths),
     readMaster,
     refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),

@@ -144,3 +144,40 @@ describe("issue 7 item 13a: a malformed persistent master znode", () => {
     120_000
   )
 })
+
+describe("issue 7 item 13b: an old master that returns without its dictator", () => {
+  it.scopedLive(
+    "its host killed (Redis and dictator), a new master elected; its Redis restarted alone (role:master, its dictator still gone) is made a replica of the new master",
+    () =>
+      Effect.gen(function* () {
+        const zk = yield* zooKeeper()
+        const hosts = [zk.connectString]
+        const svc = "orphan"
+        const redis = yield* Effect.forEach([0, 1, 2], () => redisServer())
+        const names = ["a", "b", "c"]
+        const ds = yield* Effect.forEach(names, (name, i) => dictator({ name, svc, zkHosts: hosts, redisPort: redis[i]!.port }))
+        const first = yield* waitUntil("a master", readMaster(hosts, svc), { timeout: "60 seconds" })
+        const i = names.indexOf(first.name)
+        const oldRedis = redis[i]!
+        yield* Effect.all([oldRedis.kill9, ds[i]!.kill9])
+        const next = yield* waitUntil(
+          "a new master",
+          Effect.map(readMaster(hosts, svc), Option.filter((m) => m.name !== first.name)),
+          { timeout: "60 seconds" }
+        )
+        // The old master's Redis comes back on its own, as a master (no replicaof in its config).
+        yield* oldRedis.start
+        expect(yield* oldRedis.cli("INFO", "replication")).toContain("role:master")
+        yield* waitUntil(
+          `${first.name}'s Redis replicating from ${next.name}`,
+          Effect.map(oldRedis.cli("INFO", "replication"), (info) =>
+            info.includes("role:slave") && info.includes(`master_port:${next.port}`) ? Option.some(true) : Option.none()
+          ),
+          { timeout: "30 seconds" }
+        )
+        const j = names.indexOf(next.name)
+        expect(ds[j]!.output()).toContain(`old master ${first.name}`)
+      }),
+    180_000
+  )
+})
