@@ -175,8 +175,10 @@ export const make = Effect.gen(function* () {
           const members = [...(yield* store.members.get).values()]
           // Only old masters that left without a handover: one that handed over (SIGTERM,
           // /disable) left its Redis replicating, and a disabled node's Redis is the operator's.
+          const oldMasters = (yield* store.departed(ORPHAN_WATCH_MS)).filter((m) => m.role === "master")
+          if (oldMasters.length === 0) return
           const handedOver = Option.map(yield* store.handover.pipe(Effect.orElseSucceed(() => Option.none())), (h) => h.from)
-          for (const m of yield* store.departed(ORPHAN_WATCH_MS)) {
+          for (const m of oldMasters) {
             if (m.role !== "master" || Option.contains(handedOver, m.name)) continue
             if (sameAddress(m, self) || members.some((x) => sameAddress(x, m))) continue
             yield* demoteOrphan({ name: m.name, address: m })
