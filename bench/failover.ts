@@ -40,10 +40,12 @@ import { DictatorConfig } from "../src/Config.js"
 import {
   type DictatorProcess,
   type RedisServer,
+  type ZkServer,
   dictator,
   redisServer,
   repoRoot,
   waitUntil,
+  zkSessionsOn,
   zooKeeperEnsemble
 } from "../test/support/servers.js"
 import {
@@ -232,6 +234,7 @@ const writable = async (sys: System, n: Node): Promise<boolean> =>
 interface DictatorSystem extends System {
   readonly dictators: ReadonlyArray<DictatorProcess>
   readonly zkPorts: ReadonlyArray<number>
+  readonly zkServers: ReadonlyArray<ZkServer>
 }
 
 const dictatorSystem: Effect.Effect<DictatorSystem, unknown, Scope.Scope> =
@@ -314,6 +317,7 @@ const dictatorSystem: Effect.Effect<DictatorSystem, unknown, Scope.Scope> =
       restore,
       dictators,
       zkPorts: zk.servers.map((s) => s.clientPort),
+      zkServers: zk.servers,
       daemons: () => dictators.map((d) => ({ name: `dictator-${d.name}`, pid: d.pid() })),
       outputs: (lines) => {
         const pick = (s: string) => (lines === undefined ? s : tailLines(s, lines))
@@ -431,6 +435,8 @@ interface CaseDef {
   readonly oldRedisRuns: boolean
   readonly fault: (n: Node) => Effect.Effect<void>
   readonly resume?: (n: Node) => Effect.Effect<void>
+  /** Freeze the ZooKeeper server the master's dictator is connected to instead (issue 7). */
+  readonly zkFreeze?: boolean
 }
 
 const CASES: Record<CaseId, CaseDef> = {
@@ -462,6 +468,14 @@ const CASES: Record<CaseId, CaseDef> = {
     freeze: false,
     oldRedisRuns: true,
     fault: (n) => n.dictator!.signal("SIGTERM")
+  },
+  "dictator-zookeeper-frozen": {
+    id: "dictator-zookeeper-frozen",
+    system: "dictator",
+    freeze: true,
+    oldRedisRuns: true,
+    zkFreeze: true,
+    fault: () => Effect.void
   },
   "sentinel-redis-killed": {
     id: "sentinel-redis-killed",
@@ -519,8 +533,81 @@ const members = (node: Node, key: string): Promise<Set<string>> => {
     .finally(() => link.close())
 }
 
+/** How long the ZooKeeper server stays frozen: longer than a session (6 s), so staying on it would lose the session. */
+const ZK_FREEZE_MS = 8000
+
+/**
+ * The ZooKeeper server of the master's dictator frozen (SIGSTOP) while the quorum lives (issue 7):
+ * expected, no failover at all (the dictator moves to another server, keeping its session); if
+ * one happens anyway, the time to the new master's first write, the old master's acknowledgments
+ * after it (two writers) and their span.
+ */
+const runZkFreezeRound = (sys: DictatorSystem, c: CaseDef, round: number, r: RoundResult): Effect.Effect<void, unknown, Scope.Scope> =>
+  Effect.gen(function* () {
+    const old = yield* sys.restore
+    r.oldMaster = old.name
+    const key = `bench:${c.id}:${round}:acked`
+    const staleKey = `bench:${c.id}:${round}:stale`
+    const w = yield* writer(sys.discovery, key)
+    yield* waitFor(`${WARMUP_ACKS} writes acknowledged by ${old.name}`, () => w.acks().filter((a) => a.port === old.redis.port).length >= WARMUP_ACKS || undefined, 20000, 20)
+    const stale = yield* staleWriter(addressOf(old), staleKey)
+    yield* waitFor(`${WARMUP_ACKS} writes of the pinned client`, () => stale.acks().length >= WARMUP_ACKS || undefined, 20000, 20)
+    // The server that lists the master's dictator's session.
+    const st = yield* old.dictator!.status
+    const sid = String(field(field(st, "session"), "id") ?? "").replace(/^0x0*/i, "").toLowerCase()
+    let frozenServer: ZkServer | undefined
+    for (const s of sys.zkServers) {
+      const sids = yield* Effect.option(zkSessionsOn(s.clientPort))
+      if (Option.isSome(sids) && sids.value.has(sid)) frozenServer = s
+    }
+    if (frozenServer === undefined) return yield* Effect.fail(new Error(`no ZooKeeper server lists ${old.name}'s session ${sid}`))
+    yield* Effect.sleep("500 millis")
+
+    const faultAt = now()
+    yield* frozenServer.signal("SIGSTOP")
+    r.faultAt = new Date(faultAt).toISOString()
+    r.load1 = round2(os.loadavg()[0]!)
+    const ms = (t: number) => round2(t - faultAt)
+    r.ackRateBefore = w.acks().filter((a) => a.at >= faultAt - 1000).length
+    yield* Effect.sleep(Duration.millis(ZK_FREEZE_MS)).pipe(Effect.ensuring(frozenServer.signal("SIGCONT")))
+    r.resumedMs = ms(now())
+    yield* Effect.sleep(Duration.millis(AFTER_MS))
+    yield* w.stop
+    yield* stale.stop
+    const acks = w.acks()
+    const first = acks.find((a) => a.at >= faultAt && a.port !== old.redis.port)
+    r.failedOver = first !== undefined
+    r.newMaster = first === undefined ? old.name : (sys.nodes.find((n) => n.redis.port === first.port)?.name ?? "?")
+    r.acked = acks.length
+    r.writerFailures = failureSummary(w.failures(), faultAt)
+    r.maxGapMs = round2(maxGap(acks, faultAt - 1000) ?? 0)
+    r.staleAckedTotal = stale.acks().length
+    r.staleFailures = failureSummary(stale.failures(), faultAt)
+    if (first === undefined) {
+      r.staleAfterWritable = 0
+      r.staleSentAfterWritable = 0
+      r.twoWritersMs = 0
+    } else {
+      r.writableMs = ms(first.at)
+      const late = stale.acks().filter((a) => a.at > first.at)
+      r.staleAfterWritable = late.length
+      r.staleSentAfterWritable = late.filter((a) => a.sentAt > first.at).length
+      r.twoWritersMs = late.length === 0 ? 0 : round2(late[late.length - 1]!.at - first.at)
+      if (late.length > 0) r.staleLastAfterWritableMs = r.twoWritersMs
+    }
+    const final = yield* sys.restore
+    r.finalMaster = final.name
+    const present = yield* Effect.promise(() => members(final, key))
+    r.lost = acks.filter((a) => !present.has(String(a.id))).length
+    const stalePresent = yield* Effect.promise(() => members(final, staleKey))
+    r.staleLost = stale.acks().filter((a) => !stalePresent.has(String(a.id))).length
+    yield* Effect.promise(() => sys.monitor(addressOf(final)).call("DEL", key, staleKey).catch(() => 0))
+    r.ok = true
+  })
+
 const runRound = (sys: System, c: CaseDef, round: number, r: RoundResult): Effect.Effect<void, unknown, Scope.Scope> =>
   Effect.gen(function* () {
+    if (c.zkFreeze === true) return yield* runZkFreezeRound(sys as DictatorSystem, c, round, r)
     const old = yield* sys.restore
     r.oldMaster = old.name
     const key = `bench:${c.id}:${round}:acked`
@@ -643,6 +730,12 @@ const runRound = (sys: System, c: CaseDef, round: number, r: RoundResult): Effec
 
 const describe = (r: RoundResult): string => {
   if (!r.ok) return `FAILED (${(r.error ?? "?").split("\n")[0]!.slice(0, 200)})`
+  if (r.failedOver === false) {
+    return `no failover (${r.oldMaster} stayed master), lost ${r.lost}, gap ${Math.round(r.maxGapMs ?? NaN)} ms, two writers 0 ms (${r.acked} acked; load ${r.load1})`
+  }
+  if (r.failedOver === true) {
+    return `FAILOVER ${r.oldMaster} -> ${r.newMaster}: writable ${Math.round(r.writableMs ?? NaN)} ms, old-master acks after new writable ${r.staleAfterWritable}, two writers ${r.twoWritersMs} ms, lost ${r.lost}, gap ${Math.round(r.maxGapMs ?? NaN)} ms`
+  }
   const parts = [
     `${r.oldMaster} -> ${r.newMaster}`,
     `writable ${Math.round(r.writableMs ?? NaN)} ms`,

@@ -9,6 +9,7 @@ export const CASE_IDS = [
   "dictator-host-killed",
   "dictator-host-frozen",
   "dictator-handover",
+  "dictator-zookeeper-frozen",
   "sentinel-redis-killed",
   "sentinel-master-frozen"
 ] as const
@@ -19,6 +20,7 @@ export const CASE_TITLES: Record<CaseId, string> = {
   "dictator-host-killed": "Dictator: host killed (Redis + dictator, kill -9)",
   "dictator-host-frozen": "Dictator: host frozen (SIGSTOP Redis + dictator)",
   "dictator-handover": "Dictator: graceful handover (SIGTERM dictator)",
+  "dictator-zookeeper-frozen": "Dictator: the ZooKeeper server of the master's dictator frozen (SIGSTOP, 8 s)",
   "sentinel-redis-killed": "Sentinel: master's Redis killed (kill -9)",
   "sentinel-master-frozen": "Sentinel: master frozen (SIGSTOP Redis)"
 }
@@ -62,6 +64,10 @@ export interface RoundResult {
   staleFailures?: Record<string, { count: number; firstMs: number; lastMs: number }>
   /** Stale client's acknowledged writes (any time) missing on the final master. */
   staleLost?: number
+  /** ZooKeeper-server freeze: the master changed during the freeze (expected: false). */
+  failedOver?: boolean
+  /** ZooKeeper-server freeze: ms during which two Redis servers acknowledged writes (old after the new one's first). */
+  twoWritersMs?: number
   /** Frozen cases: SIGCONT, from the fault. */
   resumedMs?: number
   /** Frozen cases: the old master replicating from the new one with its link up, from SIGCONT. */
@@ -103,6 +109,7 @@ type MeasureKey =
   | "staleLastAfterWritableMs"
   | "maxGapMs"
   | "rejoinAfterResumeMs"
+  | "twoWritersMs"
 
 interface Measure {
   readonly key: MeasureKey
@@ -122,7 +129,8 @@ export const MEASURES: ReadonlyArray<Measure> = [
   { key: "staleSentAfterWritable", label: "    of writes sent after new writable", unit: "writes", only: frozen },
   { key: "staleLastAfterWritableMs", label: "    old master's last ack after new writable", unit: "ms", only: frozen },
   { key: "maxGapMs", label: "(e) longest write gap", unit: "ms" },
-  { key: "rejoinAfterResumeMs", label: "    old master rejoined after SIGCONT", unit: "ms", only: frozen }
+  { key: "rejoinAfterResumeMs", label: "    old master rejoined after SIGCONT", unit: "ms", only: frozen },
+  { key: "twoWritersMs", label: "    two writable masters", unit: "ms", only: (c) => c === "dictator-zookeeper-frozen" }
 ]
 
 export interface CaseSummary {

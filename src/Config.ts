@@ -225,6 +225,17 @@ export const DictatorConfigSchema = Schema.Struct({
     { default: () => 2 }
   ),
   /**
+   * Bytes a candidate may be behind the last master offset recorded in ZooKeeper (the old
+   * master's member record) and still be elected; a Redis that came back empty (offset 0) while
+   * the master had data is never elected either. -1 lifts both (any reachable Redis may win).
+   */
+  max_lag_on_failover: Schema.optionalWith(
+    Schema.Int.pipe(Schema.greaterThanOrEqualTo(-1)).annotations({
+      message: () => msg("must be a number of bytes (0 or more), or -1 to elect whatever Redis is left, even an empty one")
+    }),
+    { default: () => 1048576 }
+  ),
+  /**
    * Votes of the other members needed to depose a master whose Redis they cannot reach; by
    * default a majority of the other members of the largest membership seen.
    */

@@ -139,6 +139,8 @@ export interface RedisConnection {
    * PING's failure (LOADING, refused) wins over the INFO's.
    */
   readonly check: Effect.Effect<ReplicationInfo, RedisFailure>
+  /** `redis_version` from INFO server ("7.2.4"). */
+  readonly serverVersion: Effect.Effect<string, RedisFailure>
   readonly replicaOf: (target: RedisAddress | null) => Effect.Effect<void, RedisFailure>
   /** `CLIENT PAUSE ms WRITE`: writes block (then fail on a demoted node), reads go on. */
   readonly pauseWrites: (duration: Duration.DurationInput) => Effect.Effect<void, RedisFailure>
@@ -237,6 +239,18 @@ export const parseReplication = (text: string): ReplicationInfo => {
     replid: info.get("master_replid") ?? "",
     replicas: []
   }
+}
+
+/** CLIENT PAUSE … WRITE (and CLIENT UNPAUSE), the dictator's fence, came with Redis 6.2. */
+export const MIN_REDIS_VERSION = "6.2.0"
+
+/** Whether `version` ("7.2.4", "6.0.16") is at least `MIN_REDIS_VERSION`; an unreadable one is not. */
+export const supportsWritePause = (version: string): boolean => {
+  const m = /^(\d+)\.(\d+)/.exec(version)
+  if (m === null) return false
+  const major = Number(m[1])
+  const minor = Number(m[2])
+  return major > 6 || (major === 6 && minor >= 2)
 }
 
 /** Bounds one command: no answer in time is `RedisUnavailable` with reason "timeout". */
@@ -465,6 +479,9 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
         ping: run("PING", (c) => c.ping()).pipe(Effect.asVoid),
         replication: run("INFO replication", (c): Promise<string> => c.info("replication")).pipe(Effect.map(parseReplication)),
         check: run("PING + INFO replication", pingAndInfo).pipe(Effect.map(parseReplication)),
+        serverVersion: run("INFO server", (c): Promise<string> => c.info("server")).pipe(
+          Effect.map((text) => parseInfo(text).get("redis_version") ?? "")
+        ),
         replicaOf: (target) =>
           Effect.zipRight(
             // The replica authenticates to its master with the dictator's own credentials: set

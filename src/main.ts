@@ -145,6 +145,7 @@ const program = Effect.gen(function* () {
   return yield* Layer.launch(config.nodes === undefined ? Http.layer(listener, withSentinel) : manyNodes())
 }).pipe(
   Effect.tapErrorTag("SentinelServeError", (e) => Effect.logFatal(e.message)),
+  Effect.tapErrorTag("DuplicateNode", (e) => Effect.logFatal(e.message)),
   Effect.tapErrorTag("ServeError", (e) =>
     Effect.logFatal(`cannot serve HTTP on ${config.http_host}:${config.http_port} (${String(e.cause)}); free the port or change http_port`)
   ),

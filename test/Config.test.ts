@@ -40,6 +40,7 @@ const defaults: DictatorConfigData = {
   min_replicas_to_write: 1,
   min_replicas_max_lag: 2,
   http_legacy_get: false,
+  max_lag_on_failover: 1048576,
   quorum: null,
   failsafe: false
 }
@@ -109,6 +110,7 @@ describe("parseConfig: valid files", () => {
       handover_timeout_ms: 60000,
       min_replicas_to_write: 0,
       min_replicas_max_lag: 3600,
+      max_lag_on_failover: -1,
       quorum: 3,
       failsafe: true,
       node: { name: "redis-1", host: "db1.example", port: 65535, loading_timeout: 0.5, priority: 0 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { RedisAddress, ReplicationInfo } from "../src/Redis.js"
-import { formatAddress, parseInfo, parseReplication, sameAddress } from "../src/Redis.js"
+import { formatAddress, parseInfo, parseReplication, sameAddress, supportsWritePause } from "../src/Redis.js"
 
 // `INFO replication` of redis-server 7.0.15, captured from real servers (a master on 27101 with
 // replicas on 27102-27104; the one on 27104 freshly restarted so it needs a full resync, slowed
@@ -327,4 +327,18 @@ describe("sameAddress", () => {
     expect(sameAddress(a, b)).toBe(same)
     expect(sameAddress(b, a)).toBe(same)
   })
+})
+
+describe("supportsWritePause (CLIENT PAUSE … WRITE needs Redis 6.2)", () => {
+  const rows: ReadonlyArray<readonly [string, boolean]> = [
+    ["7.2.4", true],
+    ["6.2.0", true],
+    ["6.2.14", true],
+    ["8.0.1", true],
+    ["6.0.16", false],
+    ["5.0.14", false],
+    ["", false],
+    ["unknown", false]
+  ]
+  for (const [version, ok] of rows) it(`${JSON.stringify(version)}: ${ok}`, () => expect(supportsWritePause(version)).toBe(ok))
 })

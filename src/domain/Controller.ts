@@ -83,7 +83,10 @@ export const decide = (s: Situation): Plan => {
             }
           : { _tag: "BeMaster" }
       }
-      if (m.record.name === s.self.name) {
+      // Our name at our Redis address: left by an older session of this node. Our name at another
+      // address is another node (or an old address of ours, gone when its session expires):
+      // followed like any master, never removed.
+      if (m.record.name === s.self.name && sameAddress(m.record, s.self)) {
         return {
           _tag: "ClearStale",
           master: m,
@@ -119,7 +122,8 @@ export type RedisStep =
   | { readonly _tag: "ReplicateFrom"; readonly master: MasterRecord }
   | { readonly _tag: "PauseWrites" }
 
-export const redisStep = (plan: Plan, info: ReplicationInfo | null, pausedByUs: boolean): RedisStep => {
+/** `pausedByUs`: true only when our PAUSE is known to be in force (see ControllerState.paused). */
+export const redisStep = (plan: Plan, info: ReplicationInfo | null, pausedByUs: boolean | null): RedisStep => {
   if (info === null) return { _tag: "None" }
   switch (plan._tag) {
     case "BeMaster":
@@ -132,7 +136,7 @@ export const redisStep = (plan: Plan, info: ReplicationInfo | null, pausedByUs: 
     case "Elect":
     case "Resign":
     case "ClearStale":
-      return info.role === "master" && !pausedByUs ? { _tag: "PauseWrites" } : { _tag: "None" }
+      return info.role === "master" && pausedByUs !== true ? { _tag: "PauseWrites" } : { _tag: "None" }
     case "Idle":
     // Without ZooKeeper the Redis's role never changes; only the pause may be lifted.
     case "Failsafe":
@@ -169,10 +173,14 @@ export interface ControllerState {
   /** We hold the master znode: set when seen as its owner, kept while disconnected. */
   readonly owned: boolean
   /**
-   * We paused writes on the local Redis. Unknown at start (a previous run may have paused it):
-   * taken as paused, so the first action lifts it.
+   * Our pause as the local Redis has it: true once a CLIENT PAUSE succeeded, false once an
+   * UNPAUSE (or a promotion) succeeded, null when unknown: at start (a previous run may have
+   * paused it), while a PAUSE or UNPAUSE is in flight or after one failed or timed out (it may
+   * still run: a frozen Redis runs its queue on waking), and after the Redis was down or loading
+   * (a restarted process has no pause). Unknown is neither: a fence sends PAUSE again (behind any
+   * late UNPAUSE on the same connection), a settled node sends UNPAUSE again (with proof).
    */
-  readonly paused: boolean
+  readonly paused: boolean | null
   /** `min-replicas-to-write` this node last set on its Redis as master; null when not master. */
   readonly minReplicas: number | null
   /** The fence delay in force (fence_after_ms, or less for a short negotiated session timeout). */
@@ -193,7 +201,7 @@ export const initialState: ControllerState = {
   plan: null,
   role: "starting",
   owned: false,
-  paused: true,
+  paused: null,
   minReplicas: null,
   fenceAfterMs: null,
   grant: null,
@@ -222,8 +230,11 @@ export type Event = Data.TaggedEnum<{
   Promoted: {}
   /** This node's master znode was removed (resigned, handed over, promotion given back). */
   Released: {}
-  /** CLIENT PAUSE is about to be sent (marked first: a pause that times out may still run later). */
+  /** CLIENT PAUSE is about to be sent (from now on the pause is unknown until it succeeds). */
   Pausing: {}
+  /** CLIENT PAUSE succeeded. */
+  Paused: {}
+  /** CLIENT UNPAUSE succeeded. */
   Unpaused: {}
   MinReplicasApplied: { readonly value: number }
   HandoverStarted: {}
@@ -306,7 +317,11 @@ const adjustRedis = (
   e: Observed,
   settings: Settings
 ): readonly [ControllerState, ReadonlyArray<Action>] => {
-  if (!isUp(e.health)) return [s, []]
+  if (!isUp(e.health)) {
+    // A Redis that was down or loading is (or will be) a new process: whatever pause it had is gone.
+    const gone = e.health._tag === "Down" || e.health._tag === "Loading"
+    return [gone && s.paused !== null ? { ...s, paused: null } : s, []]
+  }
   const info = lastInfo(e.health)
   const actions: Array<Action> = []
   let next = s
@@ -316,10 +331,17 @@ const adjustRedis = (
       actions.push(Action.PromoteRedis({ proof: true }))
       break
     case "ReplicateFrom":
+      // Still a master until the REPLICAOF (which may wait for the new master's promotion): it
+      // must not take writes meanwhile, so without our pause known in force, pause it first.
+      if (info?.role === "master" && next.paused !== true) {
+        next = { ...next, paused: null }
+        actions.push(Action.PauseWrites({ reason: `following ${redis.master.name}, the local Redis is still a master` }))
+      }
       actions.push(Action.ReplicateFrom({ master: redis.master }))
       break
     case "PauseWrites":
-      next = { ...next, paused: true }
+      // Unknown until it succeeds (Paused): a failed or timed-out PAUSE is sent again next pass.
+      next = { ...next, paused: null }
       actions.push(Action.PauseWrites({ reason: pauseReason(plan) }))
       break
     case "None":
@@ -330,9 +352,17 @@ const adjustRedis = (
   // Loosening a fence on a master needs ownership confirmed by the server: after a freeze, the
   // view (and even the session state) may still be the one from before it.
   const settled = plan._tag === "BeMaster" || (plan._tag === "Follow" && redis._tag === "None")
-  if (settled && next.paused) actions.push(Action.Unpause({ proof: plan._tag === "BeMaster" }))
+  // Unknown until it succeeds (Unpaused): an UNPAUSE that timed out may still run later, so a
+  // later fence must send its PAUSE behind it rather than trust an old "paused".
+  if (settled && next.paused !== false) {
+    next = { ...next, paused: null }
+    actions.push(Action.Unpause({ proof: plan._tag === "BeMaster" }))
+  }
   // Failsafe: the members' unanimous yes stands in for the quorum read; min-replicas stays as it is.
-  if (plan._tag === "Failsafe" && next.paused && info?.role === "master") actions.push(Action.FailsafeUnpause())
+  if (plan._tag === "Failsafe" && next.paused !== false && info?.role === "master") {
+    next = { ...next, paused: null }
+    actions.push(Action.FailsafeUnpause())
+  }
   if (plan._tag === "Failsafe") {
     // unchanged: the replicas that still receive the writes keep bounding them
   } else if (plan._tag === "BeMaster") {
@@ -453,6 +483,8 @@ export const step = (s: ControllerState, e: Event, settings: Settings): readonly
     case "Released":
       return [{ ...s, owned: false }, []]
     case "Pausing":
+      return [{ ...s, paused: null }, []]
+    case "Paused":
       return [{ ...s, paused: true }, []]
     case "Unpaused":
       return [{ ...s, paused: false }, []]

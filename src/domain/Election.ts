@@ -16,6 +16,28 @@ export interface Candidate {
   readonly syncInProgress: boolean
 }
 
+/** The old master's replication position as last recorded in ZooKeeper, and how far behind a candidate may be. */
+export interface LagGuard {
+  /** The last offset the previous master's member record showed (null: none recorded). */
+  readonly recordedOffset: number | null
+  readonly recordedBy: string
+  /** max_lag_on_failover: bytes; -1 lifts the guard. */
+  readonly maxLag: number
+}
+
+/** Why a candidate is too far behind the recorded master to be elected, or null. */
+export const lagExclusion = (c: { readonly name: string; readonly offset: number }, guard: LagGuard | null): string | null => {
+  if (guard === null || guard.maxLag < 0 || guard.recordedOffset === null || guard.recordedOffset <= 0) return null
+  const relax = "set max_lag_on_failover to -1 to elect it anyway"
+  if (c.offset === 0) {
+    return `its Redis is empty (offset 0) while master ${guard.recordedBy} had offset ${guard.recordedOffset}: restarted without its data? (${relax})`
+  }
+  const behind = guard.recordedOffset - c.offset
+  return behind > guard.maxLag
+    ? `${behind} bytes behind the last recorded master offset ${guard.recordedOffset} of ${guard.recordedBy}, more than max_lag_on_failover ${guard.maxLag} (${relax})`
+    : null
+}
+
 export interface Ranking {
   readonly ranked: ReadonlyArray<Candidate>
   /** Why each left-out member is not a candidate. */
@@ -27,7 +49,7 @@ export interface Ranking {
  * 0 never), then replication offset (highest first), then the previous master, then name. Every
  * dictator computes the same order from the same facts, so only the best one tries at once.
  */
-export const rankCandidates = (candidates: ReadonlyArray<Candidate>, previousMaster: string | null): Ranking => {
+export const rankCandidates = (candidates: ReadonlyArray<Candidate>, previousMaster: string | null, guard: LagGuard | null = null): Ranking => {
   const excluded: Array<{ name: string; reason: string }> = []
   const eligible = candidates.filter((c) => {
     const reason =
@@ -39,7 +61,7 @@ export const rankCandidates = (candidates: ReadonlyArray<Candidate>, previousMas
             ? "Redis unreachable"
             : c.syncInProgress
               ? "still syncing from its master"
-              : null
+              : lagExclusion(c, guard)
     if (reason !== null) excluded.push({ name: c.name, reason })
     return reason === null
   })

@@ -97,6 +97,8 @@ export const MemberRecordJson = Schema.Struct({
   /** Epoch (czxid) of the master this member finds unreachable, or null. */
   master_down: Schema.NullOr(Schema.String),
   version: Schema.String,
+  /** Replication id of this member's Redis (absent in records of older versions). */
+  replid: Schema.optional(Schema.String),
   /** "host:port" of this member's Sentinel-compatible endpoint, null or absent when it runs none. */
   sentinel: Schema.optional(Schema.NullOr(Schema.String)),
   /** "host:port" of this member's dictator HTTP API (failsafe requests go there); absent from older versions. */

@@ -8,12 +8,17 @@ import { DictatorConfig } from "../Config.js"
 import { Event } from "../domain/Controller.js"
 import { type Candidate, candidacy, deposedMaster, quorumOf, rankCandidates } from "../domain/Election.js"
 import type { MemberRecord } from "../domain/Records.js"
-import { formatAddress, type RedisAddress } from "../Redis.js"
+import { formatAddress, type RedisAddress, sameAddress } from "../Redis.js"
 import type { ZkBadVersion, ZkFailure, ZkNoNode } from "../ZooKeeper.js"
 import { LocalHealth } from "./LocalHealth.js"
 import { Membership } from "./Membership.js"
 import { Peers } from "./Peers.js"
 import { Store } from "./Store.js"
+import { supervised } from "./supervised.js"
+
+/** How often the master looks at departed members' Redis servers, and for how long after they left. */
+const ORPHAN_CHECK = "2 seconds"
+const ORPHAN_WATCH_MS = 10 * 60 * 1000
 
 export interface CampaignService {
   /** Ranks the candidates and waits this node's turn: the reason to stand, or none (not a candidate). */
@@ -85,7 +90,10 @@ export const make = Effect.gen(function* () {
       onNone: () => null,
       onSome: (h) => ({ name: h.to, from: h.from, graceMs: config.handover_timeout_ms })
     })
-    const me = candidacy(rankCandidates(candidates, prev?.record.name ?? null), self.name, config.election_step_ms, named)
+    // The old master's last recorded offset: a candidate far behind it (or empty) would lose its data.
+    const recorded = prev === null ? null : yield* store.lastMasterRecordOf(prev.record.name)
+    const guard = recorded === null ? null : { recordedOffset: recorded.offset, recordedBy: recorded.name, maxLag: config.max_lag_on_failover }
+    const me = candidacy(rankCandidates(candidates, prev?.record.name ?? null, guard), self.name, config.election_step_ms, named)
     if (me._tag === "Excluded") {
       const note = `not a candidate: ${me.why}`
       if (note !== lastNote) yield* Effect.logInfo(note)
@@ -151,6 +159,34 @@ export const make = Effect.gen(function* () {
       }
       return [Event.Elected(), Event.Promoted(), Event.MinReplicasApplied({ value: 0 })]
     })
+
+  // The master's dictator keeps looking, for a while, at the Redis servers of members that left:
+  // an old master whose Redis comes back without its dictator (restarted by systemd, say) says
+  // role:master and would take writes from clients that still know it. Bounded in time, so a
+  // departed member's address is not reconnected to forever.
+  yield* supervised("demote-orphans")(
+    Effect.forever(
+      Effect.zipRight(
+        Effect.sleep(ORPHAN_CHECK),
+        Effect.gen(function* () {
+          const view = yield* store.master.get
+          const session = yield* store.session.get
+          if (view === null || view._tag !== "Present" || view.owner !== session.sessionId || session.status !== "connected") return
+          const members = [...(yield* store.members.get).values()]
+          // Only old masters that left without a handover: one that handed over (SIGTERM,
+          // /disable) left its Redis replicating, and a disabled node's Redis is the operator's.
+          const oldMasters = (yield* store.departed(ORPHAN_WATCH_MS)).filter((m) => m.role === "master")
+          if (oldMasters.length === 0) return
+          const handedOver = Option.map(yield* store.handover.pipe(Effect.orElseSucceed(() => Option.none())), (h) => h.from)
+          for (const m of oldMasters) {
+            if (m.role !== "master" || Option.contains(handedOver, m.name)) continue
+            if (sameAddress(m, self) || members.some((x) => sameAddress(x, m))) continue
+            yield* demoteOrphan({ name: m.name, address: m })
+          }
+        })
+      )
+    )
+  )
 
   return { contend, demoteOrphan, promote } satisfies CampaignService
 })

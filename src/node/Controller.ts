@@ -127,10 +127,9 @@ const interpreter = (d: Deps, election: FiberHandle.FiberHandle<void, never>) =>
       PauseWrites: ({ reason }) =>
         Effect.zipRight(
           Effect.logWarning(`fencing: pausing writes on the local Redis (${reason})`),
-          // Already marked paused by the step: a pause that times out may still run later (a
-          // frozen Redis runs its queued commands on waking), and a replica under a WRITE pause
-          // stops applying its replication stream. Unpausing later is harmless when it never ran.
-          redis.pauseWrites(FENCE_PAUSE)
+          // Marked unknown by the step until it succeeds: one that fails or times out is sent
+          // again on the next pass (a frozen Redis may also run it on waking: harmless).
+          Effect.zipRight(redis.pauseWrites(FENCE_PAUSE), d.feed(Event.Paused()))
         ),
       Unpause: ({ proof: needsProof }) =>
         Effect.gen(function* () {

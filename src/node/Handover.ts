@@ -53,7 +53,10 @@ export const make = Effect.gen(function* () {
   const selfName = config.node.name
   const within = Duration.millis(config.handover_timeout_ms)
 
-  const fence = Effect.zipRight(controller.feed(Event.Pausing()), local.connection.pauseWrites(FENCE_PAUSE))
+  const fence = controller.feed(Event.Pausing()).pipe(
+    Effect.zipRight(local.connection.pauseWrites(FENCE_PAUSE)),
+    Effect.zipRight(controller.feed(Event.Paused()))
+  )
 
   /** The best replica that has reached `offset`: lowest priority number, then highest offset. */
   const caughtUp = (candidates: ReadonlyArray<MemberRecord>, offset: number) =>

@@ -33,6 +33,8 @@ export const make = Effect.gen(function* () {
   const startedAt = yield* now
   const wake = yield* Queue.sliding<void>(1)
   let published: Published | null = null
+  /** The duplicate that keeps this node out, as last said. */
+  let refused: string | null = null
 
   const record = Effect.gen(function* () {
     const h = yield* local.health.get
@@ -45,6 +47,7 @@ export const make = Effect.gen(function* () {
       healthy: h._tag === "Healthy",
       role: info?.role ?? "unknown",
       offset: info?.offset ?? 0,
+      replid: info?.replid ?? "",
       link_up: info?.linkUp ?? false,
       master_down: yield* observer.opinion.get,
       version: VERSION,
@@ -94,15 +97,24 @@ export const make = Effect.gen(function* () {
           }).pipe(
             // Once per reason, not once per tick (a NoAuth lasts until the operator fixes zk_auth).
             Effect.tap((wrote) =>
-              failing === undefined || !wrote
-                ? Effect.void
-                : Effect.zipRight(Effect.sync(() => void (failing = undefined)), Effect.logInfo("member record published again"))
+              Effect.suspend(() => {
+                refused = null
+                if (failing === undefined || !wrote) return Effect.void
+                failing = undefined
+                return Effect.logInfo("member record published again")
+              })
             ),
-            Effect.catchAll((e) =>
-              e.message === failing
-                ? Effect.void
-                : Effect.zipRight(Effect.sync(() => void (failing = e.message)), Effect.logWarning(`cannot publish member record: ${e.message}`))
-            )
+            Effect.catchAll((e) => {
+              if (e._tag === "DuplicateNode") {
+                // Said once while it lasts: not a candidate, not a voter, until the other one leaves.
+                if (refused === e.message) return Effect.void
+                refused = e.message
+                return Effect.logError(`not joining: ${e.message}`)
+              }
+              if (e.message === failing) return Effect.void
+              failing = e.message
+              return Effect.logWarning(`cannot publish member record: ${e.message}`)
+            })
           )
         )
       )

@@ -3,7 +3,7 @@
  * removed epoch-safely), the member records (watched, written), ownership checks. The only
  * module that knows ZooKeeper paths, znode versions and transactions.
  */
-import { Context, Effect, FiberMap, Layer, Option, Ref, Stream, type Subscribable, SubscriptionRef } from "effect"
+import { Context, Data, Effect, FiberHandle, FiberMap, Layer, Option, Ref, Stream, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
 import {
   encodeHandover,
@@ -19,6 +19,7 @@ import {
   type PresentMaster
 } from "../domain/Records.js"
 import { servicePaths, type ServicePaths } from "../Paths.js"
+import { formatAddress, type RedisAddress, sameAddress } from "../Redis.js"
 import { reconnectSchedule } from "../Retry.js"
 import {
   type SessionInfo,
@@ -40,6 +41,13 @@ export interface StoreService {
   readonly members: Subscribable.Subscribable<ReadonlyMap<string, MemberRecord>>
   /** The most members seen at once since start: the service's size, for the votes' quorum. */
   readonly largestMembership: Effect.Effect<number>
+  /**
+   * The last record seen of the member `name` while it was a master, kept after it is gone: the
+   * old master's replication id and offset, for the lag guard of the next election.
+   */
+  readonly lastMasterRecordOf: (name: string) => Effect.Effect<MemberRecord | null>
+  /** Members whose record went away within the last `withinMs` (their last record): a Redis may outlive its dictator. */
+  readonly departed: (withinMs: number) => Effect.Effect<ReadonlyArray<MemberRecord>>
   /** Creates the master znode naming `record` and bumps the epoch, atomically; false when another exists. */
   readonly createMaster: (record: MasterRecord, extra: Record<string, unknown>) => Effect.Effect<boolean, ZkFailure | ZkNoNode | ZkBadVersion>
   /** Reads the master znode through the server and publishes it as `master`. */
@@ -63,13 +71,40 @@ export interface StoreService {
   readonly checkOwnership: Effect.Effect<boolean, ZkFailure>
   /** Rewrites this node's member record; false when it is not there (a new session must create it). */
   readonly updateMember: (record: MemberRecord) => Effect.Effect<boolean, ZkFailure | ZkBadVersion>
-  /** Creates this node's member record in `session`, replacing one left by an older session. */
-  readonly createMember: (record: MemberRecord, session: SessionInfo) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion>
+  /**
+   * Creates this node's member record in `session`, replacing one left by an older session of
+   * this node (same name, same Redis address); one of another node under our name is refused.
+   */
+  readonly createMember: (record: MemberRecord, session: SessionInfo) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion | DuplicateNode>
   /** Removes this node's member record if this session owns it. */
   readonly removeMember: (name: string) => Effect.Effect<void, ZkFailure>
 }
 
 export class Store extends Context.Tag("dictator/Store")<Store, StoreService>() {}
+
+/**
+ * Another dictator runs under this node's name in this service: two nodes with one name would
+ * replace each other's member record (and clear each other's master znode) forever.
+ */
+export class DuplicateNode extends Data.TaggedError("DuplicateNode")<{
+  readonly service: string
+  readonly name: string
+  /** The other one's Redis, as its member record says. */
+  readonly other: string
+  readonly session: string
+}> {
+  override get message() {
+    return `another dictator already runs as node "${this.name}" in service "${this.service}" (its Redis is ${this.other}, ZooKeeper session 0x${this.session}): two nodes with one name would delete each other's znodes; give each dictator its own node.name in its config file (the default is "local")`
+  }
+}
+
+/**
+ * Whether a member znode not owned by this session is this node's own, left by an older session
+ * (of this process or of a previous run, until it expires): the same name for the same Redis
+ * address. Another address under our name is another node.
+ */
+const leftByUs = (node: ZkNode, self: RedisAddress): Option.Option<boolean> =>
+  Option.map(parseMember(node.data), (m) => sameAddress(m, self))
 
 /** A removal that found the node gone or replaced has nothing left to do. */
 const goneAlready = <A, E extends { readonly _tag: string }, R>(self: Effect.Effect<A, E, R>) =>
@@ -89,18 +124,41 @@ const viewOf = (zk: Zk, paths: ServicePaths) => (node: Option.Option<ZkNode>) =>
         Effect.catchAll(() => Effect.succeed(parseMasterView(node)))
       )
 
+/**
+ * A malformed master znode that is PERSISTENT (no session owns it: written by hand or by another
+ * program) would fence every node forever. Once it has stayed the same for `graceMs`, it is
+ * removed (epoch-checked, never a newer master) and an election follows.
+ */
+const clearMalformed = (zk: Zk, paths: ServicePaths, graceMs: number, view: Extract<MasterView, { _tag: "Malformed" }>) =>
+  Effect.gen(function* () {
+    yield* Effect.sleep(`${graceMs} millis`)
+    const now = yield* Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
+    if (now._tag !== "Malformed" || now.epoch !== view.epoch || now.version !== view.version) return
+    yield* Effect.logWarning(`removing the malformed persistent master znode ${paths.master} (unchanged for ${graceMs} ms); a new election follows`)
+    yield* removeMaster(zk, paths)(now)
+  }).pipe(Effect.catchAll((e) => Effect.logWarning(`cannot remove the malformed master znode ${paths.master}: ${e.message}; retried when it changes or on the next start`)))
+
 /** The master znode as a SubscriptionRef kept current by a watch; the last present one kept apart. */
-const watchMaster = (zk: Zk, paths: ServicePaths) =>
+const watchMaster = (zk: Zk, paths: ServicePaths, graceMs: number) =>
   Effect.gen(function* () {
     const master = yield* SubscriptionRef.make<MasterView | null>(null)
     const lastMaster = yield* Ref.make<PresentMaster | null>(null)
+    const janitor = yield* FiberHandle.make<void, never>()
     yield* supervised("master-watch")(
       zk.watchData(paths.master).pipe(
         Stream.mapEffect(viewOf(zk, paths)),
         Stream.runForEach((view) =>
           Effect.gen(function* () {
+            yield* FiberHandle.clear(janitor)
             if (view._tag === "Malformed") {
-              yield* Effect.logError(`master znode ${paths.master} is malformed (${view.reason}): ${JSON.stringify(view.raw)}; not following it`)
+              const persistent = view.owner === "0" || view.owner === ""
+              yield* Effect.logError(
+                `master znode ${paths.master} is malformed (${view.reason}): ${JSON.stringify(view.raw)}; not following it` +
+                  (persistent
+                    ? `; it is persistent (no dictator's session owns it), so it is removed if still unchanged in ${graceMs} ms (or now by hand: zkCli.sh delete ${paths.master})`
+                    : `; it goes when its session ends (owner 0x${view.owner})`)
+              )
+              if (persistent) yield* FiberHandle.run(janitor, clearMalformed(zk, paths, graceMs, view))
             }
             if (view._tag === "Present") yield* Ref.set(lastMaster, view)
             yield* SubscriptionRef.set(master, view)
@@ -123,12 +181,21 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
         return next
       })
     const watchers = yield* FiberMap.make<string>()
+    /** Each member's last record as a master; never forgotten (one per name ever seen). */
+    const asMaster = new Map<string, MemberRecord>()
+    /** Each member's last record, and when it went away (null while it is a member). */
+    const lastSeen = new Map<string, { record: MemberRecord; goneAt: number | null }>()
     const watched = new Set<string>()
     const follow = (names: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         const current = new Set(names)
+        const at = yield* Effect.clockWith((c) => c.currentTimeMillis)
         for (const name of (yield* SubscriptionRef.get(members)).keys()) {
           if (!current.has(name)) yield* setMember(name, Option.none())
+        }
+        for (const [name, seen] of lastSeen) {
+          if (!current.has(name) && seen.goneAt === null) seen.goneAt = at
+          if (current.has(name)) seen.goneAt = null
         }
         for (const name of [...watched]) {
           if (current.has(name)) continue
@@ -138,7 +205,12 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
         for (const name of names) {
           watched.add(name)
           const watch = zk.watchData(paths.member(name)).pipe(
-            Stream.runForEach((node) => setMember(name, Option.flatMap(node, (n) => parseMember(n.data))))
+            Stream.runForEach((node) => {
+              const record = Option.flatMap(node, (n) => parseMember(n.data))
+              if (Option.isSome(record) && record.value.role === "master") asMaster.set(name, record.value)
+              if (Option.isSome(record)) lastSeen.set(name, { record: record.value, goneAt: null })
+              return setMember(name, record)
+            })
           )
           yield* FiberMap.run(watchers, name, watch, { onlyIfMissing: true })
         }
@@ -146,14 +218,24 @@ const watchMembers = (zk: Zk, paths: ServicePaths) =>
     yield* supervised("members-watch")(Stream.runForEach(zk.watchChildren(paths.members), follow))
     const largest = yield* Ref.make(0)
     yield* supervised("members-size")(Stream.runForEach(members.changes, (m) => Ref.update(largest, (n) => Math.max(n, m.size))))
-    return { members, largestMembership: Ref.get(largest) }
+    return {
+      members,
+      largestMembership: Ref.get(largest),
+      lastMasterRecordOf: (name: string) => Effect.sync(() => asMaster.get(name) ?? null),
+      departed: (withinMs: number) =>
+        Effect.clockWith((c) => c.currentTimeMillis).pipe(
+          Effect.map((now) => [...lastSeen.values()].filter((s) => s.goneAt !== null && now - s.goneAt <= withinMs).map((s) => s.record))
+        )
+    }
   })
 
 /**
  * Removes the master znode of `view` and never a newer one. The epoch znode's version is checked
  * in the same transaction: a znode's own version starts at 0 again when it is re-created, so it
- * cannot tell "this master" from a newer one. For a master znode made by another program (no
- * epoch), the czxid is checked just before a versioned delete: a narrow race, logged.
+ * cannot tell "this master" from a newer one. For a master znode made by another program (its
+ * creation did not bump the epoch), the epoch's version is read first, then the master znode's
+ * czxid is checked, and the removal checks that epoch version: a dictator that elected itself
+ * meanwhile bumped it, so its master znode is never removed by this (now stale) view.
  */
 const removeMaster = (zk: Zk, paths: ServicePaths): StoreService["removeMaster"] => (view) =>
   Effect.gen(function* () {
@@ -163,10 +245,18 @@ const removeMaster = (zk: Zk, paths: ServicePaths): StoreService["removeMaster"]
         { op: "remove", path: paths.master, version: view.version }
       ])
     }
+    if (Option.isNone(yield* zk.get(paths.epoch))) {
+      yield* zk.create(paths.epoch, new Uint8Array(), "persistent").pipe(Effect.catchTag("ZkNodeExists", () => Effect.void))
+    }
+    const epoch = yield* zk.get(paths.epoch)
+    if (Option.isNone(epoch)) return
     const current = yield* zk.get(paths.master)
     if (Option.isNone(current) || current.value.stat.czxid !== view.epoch) return
-    yield* Effect.logWarning(`master znode epoch ${view.epoch} has no epoch record (made by another program): removing it by version only`)
-    yield* zk.remove(paths.master, view.version)
+    yield* Effect.logWarning(`master znode epoch ${view.epoch} was not made by a dictator (no epoch record): removing it, unless a dictator was elected meanwhile`)
+    yield* zk.transaction([
+      { op: "check", path: paths.epoch, version: epoch.value.stat.version },
+      { op: "remove", path: paths.master, version: view.version }
+    ])
   }).pipe(goneAlready)
 
 /**
@@ -234,7 +324,7 @@ const checkOwnership = (zk: Zk, paths: ServicePaths) =>
 
 const confirmOwnership = (zk: Zk, paths: ServicePaths) => checkOwnership(zk, paths).pipe(Effect.catchAll(() => Effect.succeed(false)))
 
-const memberWrites = (zk: Zk, paths: ServicePaths) => ({
+const memberWrites = (zk: Zk, paths: ServicePaths, service: string) => ({
   updateMember: (record: MemberRecord) =>
     zk.set(paths.member(record.name), encodeMember(record), -1).pipe(
       Effect.as(true),
@@ -244,8 +334,13 @@ const memberWrites = (zk: Zk, paths: ServicePaths) => ({
     Effect.gen(function* () {
       const path = paths.member(record.name)
       // A new session: our record from an older one may still be there until it expires.
+      // Another node's under our name is never removed (each would remove the other's forever).
       const existing = yield* zk.get(path)
       if (Option.isSome(existing) && existing.value.stat.ephemeralOwner !== session.sessionId) {
+        if (!Option.getOrElse(leftByUs(existing.value, record), () => true)) {
+          const other = Option.getOrThrow(parseMember(existing.value.data))
+          return yield* new DuplicateNode({ service, name: record.name, other: formatAddress(other), session: existing.value.stat.ephemeralOwner })
+        }
         yield* zk.remove(path, existing.value.stat.version).pipe(goneAlready)
       }
       yield* zk.ensurePath(paths.members)
@@ -263,6 +358,36 @@ const memberWrites = (zk: Zk, paths: ServicePaths) => ({
     })
 })
 
+/**
+ * At start, before anything watches or writes: a member record under this node's name owned by
+ * another session is either this node's previous run (its session not expired yet: same Redis
+ * address, replaced when the record is written) or another node under the same name. A record at
+ * another address may still be a previous run with another address: it is given the session
+ * timeout to expire; then the start is refused.
+ */
+const claimName = (zk: Zk, paths: ServicePaths, service: string, self: { readonly name: string } & RedisAddress, sessionTimeoutMs: number) =>
+  Effect.gen(function* () {
+    const path = paths.member(self.name)
+    const now = Effect.clockWith((c) => c.currentTimeMillis)
+    const since = yield* now
+    let said = false
+    for (;;) {
+      const node = yield* zk.get(path).pipe(Effect.retry(reconnectSchedule), Effect.orDie)
+      const session = yield* SubscriptionRef.get(zk.session)
+      if (Option.isNone(node) || node.value.stat.ephemeralOwner === session.sessionId) return
+      if (Option.getOrElse(leftByUs(node.value, self), () => true)) return
+      const other = Option.getOrThrow(parseMember(node.value.data))
+      const duplicate = new DuplicateNode({ service, name: self.name, other: formatAddress(other), session: node.value.stat.ephemeralOwner })
+      const limit = (session.timeoutMs ?? sessionTimeoutMs) + 2000
+      if ((yield* now) - since >= limit) return yield* duplicate
+      if (!said) {
+        said = true
+        yield* Effect.logWarning(`${duplicate.message}; waiting up to ${limit} ms in case it is this node's previous run, whose session has not expired yet`)
+      }
+      yield* Effect.sleep("250 millis")
+    }
+  })
+
 export const make = Effect.gen(function* () {
   const { config } = yield* DictatorConfig
   const zk = yield* ZooKeeper
@@ -273,8 +398,9 @@ export const make = Effect.gen(function* () {
     Effect.retry(reconnectSchedule),
     Effect.orDie // the schedule never ends
   )
-  const { lastMaster, master } = yield* watchMaster(zk, paths)
-  const { largestMembership, members } = yield* watchMembers(zk, paths)
+  yield* claimName(zk, paths, config.svc_name, config.node, config.zk_session_timeout_ms)
+  const { lastMaster, master } = yield* watchMaster(zk, paths, config.zk_session_timeout_ms)
+  const { departed, largestMembership, lastMasterRecordOf, members } = yield* watchMembers(zk, paths)
   yield* followOwnership(zk, master)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
   return {
@@ -283,6 +409,8 @@ export const make = Effect.gen(function* () {
     lastMaster: Ref.get(lastMaster),
     members,
     largestMembership,
+    lastMasterRecordOf,
+    departed,
     createMaster: createMaster(zk, paths),
     readMaster,
     refreshMaster: Effect.tap(readMaster, (view) => SubscriptionRef.set(master, view)),
@@ -292,7 +420,7 @@ export const make = Effect.gen(function* () {
     checkOwnership: checkOwnership(zk, paths),
     handOver: handOver(zk, paths),
     handover: Effect.map(zk.get(paths.handover), Option.flatMap((n) => parseHandover(n.data))),
-    ...memberWrites(zk, paths)
+    ...memberWrites(zk, paths, config.svc_name)
   } satisfies StoreService
 })
 

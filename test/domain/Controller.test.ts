@@ -150,9 +150,11 @@ describe("decide", () => {
       plan: { _tag: "ClearStale", master: staleHere, reason: `master znode names this node but belongs to an older session 0x${OTHER}` }
     },
     {
-      name: "our name at another address, other session: still ours to clear",
+      // Issue 7 item 11: another node under our name (or an old address of ours, gone with its
+      // session) is followed like any master, never removed.
+      name: "our name at another address, other session: another node's, followed, never cleared",
       s: { master: staleElsewhere },
-      plan: { _tag: "ClearStale", master: staleElsewhere, reason: `master znode names this node but belongs to an older session 0x${OTHER}` }
+      plan: { _tag: "Follow", master: staleElsewhere.record }
     },
     // Present, same address, other name
     {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Candidate } from "../../src/domain/Election.js"
-import { candidacy, countVotes, quorumOf, rankCandidates, votesNeeded } from "../../src/domain/Election.js"
+import { candidacy, countVotes, lagExclusion, quorumOf, rankCandidates, votesNeeded } from "../../src/domain/Election.js"
 import type { MemberRecord } from "../../src/domain/Records.js"
 
 describe("rankCandidates", () => {
@@ -317,5 +317,43 @@ describe("candidacy", () => {
     const r = rankCandidates([c("a"), { ...c("z"), healthy: false }], null)
     expect(candidacy(r, "z", 150)).toEqual({ _tag: "Excluded", why: "unhealthy" })
     expect(candidacy(r, "nobody", 150)).toEqual({ _tag: "Excluded", why: "not a member yet" })
+  })
+})
+
+describe("the lag guard (issue 7 item 10: max_lag_on_failover)", () => {
+  const c = (name: string, offset: number, priority = 100): Candidate => ({ name, priority, offset, healthy: true, reachable: true, syncInProgress: false })
+  const MiB = 1048576
+  const guard = (recordedOffset: number | null, maxLag = MiB) => ({ recordedOffset, recordedBy: "old", maxLag })
+  const rows: ReadonlyArray<readonly [string, Candidate, ReturnType<typeof guard> | null, RegExp | null]> = [
+    ["no guard (no previous master known): anything goes", c("a", 0), null, null],
+    ["nothing recorded for the old master: anything goes", c("a", 0), guard(null), null],
+    ["the old master had no data: an empty Redis is as good", c("a", 0), guard(0), null],
+    ["caught up", c("a", 5 * MiB), guard(5 * MiB), null],
+    ["ahead of the record (it was rewritten a while ago)", c("a", 6 * MiB), guard(5 * MiB), null],
+    ["exactly max_lag behind: still a candidate", c("a", 4 * MiB), guard(5 * MiB), null],
+    ["one byte more than max_lag behind: excluded", c("a", 4 * MiB - 1), guard(5 * MiB), /1048577 bytes behind the last recorded master offset 5242880 of old, more than max_lag_on_failover 1048576/],
+    ["restarted empty while the master had data: excluded even within max_lag", c("a", 0), guard(1000), /empty \(offset 0\) while master old had offset 1000/],
+    ["max_lag 0: only a fully caught-up replica", c("a", 999), guard(1000, 0), /1 bytes behind/],
+    ["max_lag -1: the operator allows anything, even empty", c("a", 0), guard(5 * MiB, -1), null],
+    ["max_lag -1: far behind allowed", c("a", 1), guard(5 * MiB, -1), null]
+  ]
+  for (const [name, cand, g, reason] of rows) {
+    it(name, () => {
+      const r = lagExclusion(cand, g)
+      if (reason === null) expect(r).toBeNull()
+      else {
+        expect(r).toMatch(reason)
+        expect(r).toContain("max_lag_on_failover to -1")
+      }
+    })
+  }
+
+  it("a preferred (priority 1) but empty Redis loses to a caught-up one; with nobody qualifying there is no candidate at all", () => {
+    const r = rankCandidates([c("empty", 0, 1), c("fresh", 5 * MiB)], null, guard(5 * MiB))
+    expect(r.ranked.map((x) => x.name)).toEqual(["fresh"])
+    expect(r.excluded).toEqual([{ name: "empty", reason: expect.stringContaining("empty (offset 0)") }])
+    const none = rankCandidates([c("empty", 0, 1), c("behind", 2 * MiB)], null, guard(5 * MiB))
+    expect(none.ranked).toEqual([])
+    expect(candidacy(none, "behind", 150)).toMatchObject({ _tag: "Excluded", why: expect.stringContaining("behind the last recorded master offset") })
   })
 })

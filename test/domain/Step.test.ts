@@ -82,17 +82,21 @@ describe("step: acting on a snapshot (Observed)", () => {
   }> = [
     // the local Redis's role
     { name: "following, already a replica of the master: nothing", from: following, event: observed({}), actions: [] },
-    { name: "following, Redis still a master: REPLICAOF the master, then check it again", from: following, event: observed({ health: asMaster }), actions: ["ReplicateFrom", "RecheckHealth"] },
+    { name: "following, Redis still a master, our pause not known in force: PAUSE first, then REPLICAOF, then check it again", from: following, event: observed({ health: asMaster }), actions: ["PauseWrites", "ReplicateFrom", "RecheckHealth"], state: { paused: null } },
+    { name: "following, Redis still a master under our pause: REPLICAOF the master, then check it again", from: { ...following, paused: true }, event: observed({ health: asMaster }), actions: ["ReplicateFrom", "RecheckHealth"] },
     { name: "owning the znode, Redis a replica: REPLICAOF NO ONE, then check it again", from: mastering, event: observed({ master: mine, health: followingThem }), actions: ["PromoteRedis", "SetMinReplicas", "RecheckHealth"], state: { role: "master", owned: true } },
     { name: "owning the znode, Redis a master with no linked replica: min-replicas lowered to 0 with proof", from: mastering, event: observed({ master: mine, health: asMaster }), actions: ["SetMinReplicas"], state: { minReplicas: 1 } },
     { name: "owning the znode, min-replicas already right: nothing", from: mastering, event: observed({ master: mine, health: asMasterWithReplica }), actions: [] },
     // nothing is done to a Redis that is not up
     { name: "Redis down while following: no command to it", from: following, event: observed({ health: down }), actions: [], state: { role: "waiting" } },
-    { name: "Redis down while fenced and unpaused: no pause sent (it would not arrive)", from: { ...following, paused: false }, event: observed({ master: { _tag: "Absent" }, health: down }), actions: [], state: { role: "fenced", paused: false } },
+    { name: "Redis down while fenced and unpaused: no pause sent (it would not arrive); the pause is unknown (a restarted Redis has none)", from: { ...following, paused: true }, event: observed({ master: { _tag: "Absent" }, health: down }), actions: [], state: { role: "fenced", paused: null } },
     // fencing
-    { name: "no master, Redis a master and not paused by us: pause (marked first)", from: { ...following, paused: false }, event: observed({ master: { _tag: "Malformed", raw: "x", reason: "not JSON", version: 0, owner: THEM, epoch: "9", epochVersion: null }, health: asMaster }), actions: ["PauseWrites", "RecheckHealth"], state: { paused: true, role: "fenced" } },
+    { name: "no master, Redis a master and not paused by us: pause (marked first)", from: { ...following, paused: false }, event: observed({ master: { _tag: "Malformed", raw: "x", reason: "not JSON", version: 0, owner: THEM, epoch: "9", epochVersion: null }, health: asMaster }), actions: ["PauseWrites", "RecheckHealth"], state: { paused: null, role: "fenced" } },
+    { name: "no master, the last PAUSE failed or timed out (unknown): sent again", from: { ...following, paused: null }, event: observed({ master: { _tag: "Absent" }, health: asMaster }), actions: ["PauseWrites", "RecheckHealth"], state: { paused: null, role: "candidate" } },
+    { name: "master after an UNPAUSE that timed out (unknown), then a fence: PAUSE sent (behind the late UNPAUSE)", from: { ...mastering, paused: null }, event: observed({ master: mine, health: asMaster, session: disconnected(8000) }), actions: ["PauseWrites", "RecheckHealth"], state: { paused: null, role: "fenced" } },
+    { name: "at start (pause unknown), master: UNPAUSE only with proof", from: { ...initialState, plan: { _tag: "BeMaster" }, owned: true }, event: observed({ master: mine, health: asMaster }), actions: ["Unpause", "SetMinReplicas"], state: { paused: null } },
     { name: "fenced and already paused: nothing more", from: { ...following, paused: true }, event: observed({ master: { _tag: "Malformed", raw: "x", reason: "not JSON", version: 0, owner: THEM, epoch: "9", epochVersion: null }, health: asMaster }), actions: [] },
-    { name: "owned and disconnected past fence_after_ms: pause", from: mastering, event: observed({ master: mine, health: asMaster, session: disconnected(8000) }), actions: ["PauseWrites", "RecheckHealth"], state: { owned: true, paused: true, role: "fenced", minReplicas: null } },
+    { name: "owned and disconnected past fence_after_ms: pause", from: mastering, event: observed({ master: mine, health: asMaster, session: disconnected(8000) }), actions: ["PauseWrites", "RecheckHealth"], state: { owned: true, paused: null, role: "fenced", minReplicas: null } },
     { name: "owned and disconnected within fence_after_ms: wait, keep ownership", from: mastering, event: observed({ master: mine, health: asMaster, session: disconnected(9500) }), actions: [], state: { owned: true, paused: false, role: "waiting" } },
     // lifting our pause
     { name: "following while paused by us: unpause without proof", from: { ...following, paused: true }, event: observed({}), actions: ["Unpause"] },
@@ -231,7 +235,8 @@ describe("step: outcomes of actions", () => {
     ["an election won: the znode is ours", initialState, Event.Elected(), { owned: true }],
     ["promoted: master, our pause lifted", { ...initialState, owned: true }, Event.Promoted(), { role: "master", paused: false }],
     ["released: the znode is no longer ours", mastering, Event.Released(), { owned: false }],
-    ["pausing: marked before the command is sent", mastering, Event.Pausing(), { paused: true }],
+    ["pausing: unknown from before the command is sent until it succeeds", mastering, Event.Pausing(), { paused: null }],
+    ["paused: the PAUSE succeeded", mastering, Event.Paused(), { paused: true }],
     ["unpaused", { ...following, paused: true }, Event.Unpaused(), { paused: false }],
     ["min-replicas applied", { ...mastering, minReplicas: null }, Event.MinReplicasApplied({ value: 1 }), { minReplicas: 1 }],
     ["handover started", mastering, Event.HandoverStarted(), { role: "handing-over" }],

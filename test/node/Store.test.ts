@@ -77,3 +77,53 @@ describe("Store: the liveness probe follows master ownership", () => {
     })
   )
 })
+
+describe("Store.removeMaster of a master znode not made by a dictator (issue 7 item 13d)", () => {
+  it.scoped("a dictator elected between the read and the removal keeps its master znode", () =>
+    Effect.gen(function* () {
+      const ensemble = yield* ZkEnsemble.make
+      const bytes = (s: string) => new TextEncoder().encode(s)
+      const paths = servicePaths("svc")
+      // Another program's master znode (no epoch bump), as this node last saw it.
+      const other = yield* ensemble.session()
+      yield* other.ensurePath(paths.service)
+      yield* other.create(paths.epoch, new Uint8Array(), "persistent")
+      yield* other.create(paths.master, bytes(JSON.stringify({ host: "10.0.0.7", port: "6379", name: "x" })), "ephemeral")
+      // Between this node's read of the master znode and its removal, x goes and a dictator is elected.
+      let interleave = false
+      const dictator = yield* ensemble.session()
+      const racing = Layer.effect(
+        ZooKeeper,
+        Effect.map(ZooKeeper, (zk) => ({
+          ...zk,
+          get: (path: string) =>
+            Effect.tap(zk.get(path), () =>
+              path !== paths.master || !interleave
+                ? Effect.void
+                : Effect.gen(function* () {
+                    interleave = false
+                    yield* other.remove(paths.master, -1)
+                    const record = bytes(JSON.stringify({ host: "10.0.0.2", port: "6379", name: "n2" }))
+                    yield* dictator.transaction([
+                      { op: "create", path: paths.master, data: record, mode: "ephemeral" },
+                      { op: "set", path: paths.epoch, data: record, version: -1 }
+                    ])
+                  }).pipe(Effect.orDie)
+            )
+        }))
+      )
+      const store = Context.get(
+        yield* Layer.build(Layer.provide(Store.layer, Layer.merge(config, Layer.provide(racing, layerSession(ensemble))))),
+        Store.Store
+      )
+      const view = yield* store.refreshMaster
+      expect(view).toMatchObject({ _tag: "Present", epochVersion: null, version: 0 })
+      if (view._tag !== "Present") return
+      interleave = true
+      yield* store.removeMaster(view)
+      const n = ensemble.get(paths.master)
+      expect(n._tag).toBe("Some")
+      expect(n._tag === "Some" && new TextDecoder().decode(n.value.data)).toContain('"name":"n2"')
+    })
+  )
+})

@@ -38,6 +38,8 @@ export interface ServerOptions {
   readonly state?: ServerState
   /** Initial config, also what a restart goes back to (CONFIG SET is not persisted). */
   readonly config?: Readonly<Record<string, string>>
+  /** `redis_version` in INFO server (default 7.2.4). */
+  readonly version?: string
 }
 
 export interface RestartOptions {
@@ -83,6 +85,7 @@ export class WriteRejected extends Data.TaggedError("WriteRejected")<{
 interface Server {
   readonly address: RedisAddress
   readonly initialConfig: ReadonlyMap<string, string>
+  readonly version: string
   state: ServerState
   /** The state to go back to on thaw. */
   stateBeforeFreeze: "up" | "loading"
@@ -142,6 +145,7 @@ export class RedisWorld {
       this.servers.set(key, {
         address,
         initialConfig: new Map(config),
+        version: options.version ?? "7.2.4",
         state,
         stateBeforeFreeze: "up",
         role: options.replicaOf === undefined ? "master" : "replica",
@@ -358,6 +362,7 @@ export class RedisWorld {
       replication,
       // As the real client's pipeline: PING's failure first, then INFO's.
       check: Effect.zipRight(ping, replication),
+      serverVersion: this.call(address, timeout, "INFO server", false, (s) => s.version),
       replicaOf: (target) =>
         this.call(
           address,

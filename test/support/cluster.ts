@@ -21,6 +21,7 @@ import * as Node from "../../src/Node.js"
 import { FailsafeAskError, FailsafeTransport, type FailsafeTransportService } from "../../src/node/Failsafe.js"
 import { servicePaths, type ServicePaths } from "../../src/Paths.js"
 import { formatAddress, Redis, type RedisAddress, type RedisConnection, type RedisService, RedisUnavailable } from "../../src/Redis.js"
+import type { DuplicateNode } from "../../src/node/Store.js"
 import { ZooKeeper, type ZooKeeperService } from "../../src/ZooKeeper.js"
 import { layer as redisLayer, RedisWorld, type ServerOptions } from "./InMemoryRedis.js"
 import { layerSession, ZkEnsemble } from "./InMemoryZooKeeper.js"
@@ -74,9 +75,9 @@ export interface Cluster {
   readonly logs: ReadonlyArray<LogLine>
   readonly nodes: ReadonlyArray<ClusterNode>
   /** Adds the node's Redis server to the world (a master, unless `redis.replicaOf`) and starts the node. */
-  readonly add: (spec: NodeSpec, redis?: ServerOptions) => Effect.Effect<ClusterNode>
+  readonly add: (spec: NodeSpec, redis?: ServerOptions) => Effect.Effect<ClusterNode, DuplicateNode>
   /** Starts a node on a Redis server already in the world (or never added: refused). */
-  readonly start: (spec: NodeSpec) => Effect.Effect<ClusterNode>
+  readonly start: (spec: NodeSpec) => Effect.Effect<ClusterNode, DuplicateNode>
   readonly stop: (node: ClusterNode) => Effect.Effect<void>
   /**
    * The node's process dies: no finalizer runs, its Redis client hangs forever, its ZooKeeper
@@ -160,6 +161,7 @@ const mortal = (service: RedisService, dead: () => boolean, cut: ReadonlySet<str
         ping: reach(c.ping),
         replication: reach(c.replication),
         check: reach(c.check),
+        serverVersion: reach(c.serverVersion),
         replicaOf: (target) => reach(c.replicaOf(target)),
         pauseWrites: (duration) => reach(c.pauseWrites(duration)),
         unpause: reach(c.unpause),

@@ -1,0 +1,183 @@
+/**
+ * Issue 7 on real servers (`npm run build` first): a second dictator under a running node's name
+ * is refused (item 11); a malformed persistent master znode does not fence a service forever
+ * (item 13). Real ZooKeeper, real redis-servers, the built binary.
+ */
+import { spawn } from "node:child_process"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Option } from "effect"
+import zookeeper from "node-zookeeper-client"
+import { dictator, freePort, readMaster, redisServer, repoRoot, waitUntil, zkSession, zooKeeper } from "../support/servers.js"
+
+const MAIN = process.env.DICTATOR_MAIN ?? path.join(repoRoot(), "dist", "src", "main.js")
+
+interface Finished {
+  readonly code: number | null
+  readonly output: string
+}
+
+/** Runs the daemon from `config` until it exits by itself (≤ 40 s, then SIGKILL). */
+const runToExit = (config: Record<string, unknown>): Effect.Effect<Finished> =>
+  Effect.acquireUseRelease(
+    Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "dictator-safety-"))),
+    (dir) =>
+      Effect.gen(function* () {
+        const file = path.join(dir, "dictator.conf")
+        yield* Effect.promise(() => fs.writeFile(file, JSON.stringify(config, null, 2)))
+        return yield* Effect.async<Finished>((resume) => {
+          const env = { ...process.env }
+          delete env.NODE_OPTIONS
+          const child = spawn(process.execPath, [MAIN, `--config=${file}`], { env, stdio: ["ignore", "pipe", "pipe"] })
+          let output = ""
+          child.stdout.setEncoding("utf8").on("data", (d: string) => (output += d))
+          child.stderr.setEncoding("utf8").on("data", (d: string) => (output += d))
+          const timer = setTimeout(() => child.kill("SIGKILL"), 40_000)
+          child.on("close", (code) => {
+            clearTimeout(timer)
+            resume(Effect.succeed({ code, output }))
+          })
+          return Effect.sync(() => {
+            clearTimeout(timer)
+            child.kill("SIGKILL")
+          })
+        })
+      }),
+    (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
+  )
+
+/** Stat of a znode read from the outside (None when absent). */
+const stat = (hosts: ReadonlyArray<string>, znode: string) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const client = yield* zkSession(hosts)
+      return yield* Effect.async<Option.Option<{ readonly owner: string; readonly czxid: string; readonly data: string }>>((resume) => {
+        client.getData(znode, (error, data, s) => {
+          if (error) resume(Effect.succeed(Option.none()))
+          else
+            resume(
+              Effect.succeed(
+                Option.some({
+                  owner: s.ephemeralOwner.toString("hex").replace(/^0+/, "") || "0",
+                  czxid: s.czxid.readBigUInt64BE(0).toString(),
+                  data: (data ?? Buffer.alloc(0)).toString("utf8")
+                })
+              )
+            )
+        })
+      })
+    })
+  )
+
+describe("issue 7 item 11: duplicate node names", () => {
+  it.scopedLive(
+    "a second dictator named like a running one (default name `local`) exits non-zero with one clear message; the first keeps its znodes and its role",
+    () =>
+      Effect.gen(function* () {
+        const zk = yield* zooKeeper()
+        const hosts = [zk.connectString]
+        const svc = "dup"
+        const r1 = yield* redisServer()
+        const r2 = yield* redisServer()
+        yield* dictator({ name: "local", svc, zkHosts: hosts, redisPort: r1.port })
+        yield* waitUntil("local master", Effect.map(readMaster(hosts, svc), Option.filter((m) => m.port === r1.port)), { timeout: "30 seconds" })
+        const member = yield* stat(hosts, `/services/redis/${svc}/members/local`)
+        const master = yield* stat(hosts, `/services/redis/${svc}/master`)
+        expect(Option.isSome(member) && Option.isSome(master)).toBe(true)
+
+        const second = yield* runToExit({
+          svc_name: svc,
+          zk_hosts: hosts,
+          zk_session_timeout_ms: 4000,
+          http_port: yield* freePort,
+          http_host: "127.0.0.1",
+          node: { name: "local", host: "127.0.0.1", port: r2.port }
+        })
+        expect(second.code, second.output).not.toBe(0)
+        expect(second.code, second.output).not.toBeNull()
+        // logfmt quotes the message: its own quotes come escaped.
+        const fatal = second.output.split("\n").filter((l) => l.includes("level=FATAL")).map((l) => l.replaceAll('\\"', '"'))
+        expect(fatal, second.output).toHaveLength(1)
+        expect(fatal[0]).toContain(`another dictator already runs as node "local" in service "${svc}"`)
+        expect(fatal[0]).toContain(`127.0.0.1:${r1.port}`)
+        expect(fatal[0]).toContain("node.name")
+        expect(second.output).not.toMatch(/^\s+at /m)
+
+        expect(yield* stat(hosts, `/services/redis/${svc}/members/local`)).toEqual(member)
+        expect(yield* stat(hosts, `/services/redis/${svc}/master`)).toEqual(master)
+        // The refused one never touched its Redis; the first one's is still the master.
+        expect(yield* r2.cli("INFO", "replication")).toContain("role:master")
+        expect(yield* r2.cli("INFO", "commandstats")).not.toMatch(/cmdstat_(replicaof|slaveof|client\|pause|client\|unpause|config)/)
+        expect(yield* r1.cli("INFO", "replication")).toContain("role:master")
+      }),
+    120_000
+  )
+})
+
+describe("issue 7 item 13a: a malformed persistent master znode", () => {
+  it.scopedLive(
+    "written by hand before any dictator runs: logged with how to clear it, removed after a session timeout, then a master is elected",
+    () =>
+      Effect.gen(function* () {
+        const zk = yield* zooKeeper()
+        const hosts = [zk.connectString]
+        const svc = "garbage"
+        const client = yield* zkSession(hosts)
+        const create = (p: string, data: Buffer) =>
+          Effect.async<void>((resume) => client.create(p, data, zookeeper.CreateMode.PERSISTENT, () => resume(Effect.void)))
+        for (const p of ["/services", "/services/redis", `/services/redis/${svc}`]) yield* create(p, Buffer.alloc(0))
+        yield* create(`/services/redis/${svc}/master`, Buffer.from("{not json"))
+        const before = yield* stat(hosts, `/services/redis/${svc}/master`)
+        expect(Option.isSome(before) && before.value.owner).toBe("0")
+
+        const r1 = yield* redisServer()
+        const d = yield* dictator({ name: "a", svc, zkHosts: hosts, redisPort: r1.port, extra: { zk_session_timeout_ms: 4000 } })
+        const elected = yield* waitUntil("a master elected", Effect.map(readMaster(hosts, svc), Option.filter((m) => m.name === "a")), { timeout: "60 seconds" })
+        expect(elected.port).toBe(r1.port)
+        const lines = d.output().split("\n").filter((l) => l.includes("is malformed") && l.includes("level=ERROR"))
+        expect(lines, d.output()).toHaveLength(1)
+        expect(lines[0]).toContain(`zkCli.sh delete /services/redis/${svc}/master`)
+        expect(d.output()).toContain("removing the malformed persistent master znode")
+      }),
+    120_000
+  )
+})
+
+describe("issue 7 item 13b: an old master that returns without its dictator", () => {
+  it.scopedLive(
+    "its host killed (Redis and dictator), a new master elected; its Redis restarted alone (role:master, its dictator still gone) is made a replica of the new master",
+    () =>
+      Effect.gen(function* () {
+        const zk = yield* zooKeeper()
+        const hosts = [zk.connectString]
+        const svc = "orphan"
+        const redis = yield* Effect.forEach([0, 1, 2], () => redisServer())
+        const names = ["a", "b", "c"]
+        const ds = yield* Effect.forEach(names, (name, i) => dictator({ name, svc, zkHosts: hosts, redisPort: redis[i]!.port }))
+        const first = yield* waitUntil("a master", readMaster(hosts, svc), { timeout: "60 seconds" })
+        const i = names.indexOf(first.name)
+        const oldRedis = redis[i]!
+        yield* Effect.all([oldRedis.kill9, ds[i]!.kill9])
+        const next = yield* waitUntil(
+          "a new master",
+          Effect.map(readMaster(hosts, svc), Option.filter((m) => m.name !== first.name)),
+          { timeout: "60 seconds" }
+        )
+        // The old master's Redis comes back on its own, as a master (no replicaof in its config).
+        yield* oldRedis.start
+        expect(yield* oldRedis.cli("INFO", "replication")).toContain("role:master")
+        yield* waitUntil(
+          `${first.name}'s Redis replicating from ${next.name}`,
+          Effect.map(oldRedis.cli("INFO", "replication"), (info) =>
+            info.includes("role:slave") && info.includes(`master_port:${next.port}`) ? Option.some(true) : Option.none()
+          ),
+          { timeout: "30 seconds" }
+        )
+        const j = names.indexOf(next.name)
+        expect(ds[j]!.output()).toContain(`old master ${first.name}`)
+      }),
+    180_000
+  )
+})
