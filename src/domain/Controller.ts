@@ -29,7 +29,15 @@ export interface Situation {
   /** True while we believe we hold the master znode (set when seen as owner, kept while disconnected). */
   readonly owned: boolean
   readonly fenceAfterMs: number
+  /**
+   * Maintenance mode (`dictator pause`): no automatic failover. A master keeps its role even with
+   * its Redis down, no one campaigns for an absent master, no one deposes the present one.
+   */
+  readonly maintenance?: boolean
 }
+
+/** Why nothing is elected while the service is paused. */
+export const MAINTENANCE_IDLE = "maintenance mode: no automatic failover"
 
 export type Plan =
   | { readonly _tag: "Idle"; readonly reason: string }
@@ -56,6 +64,7 @@ export const decide = (s: Situation): Plan => {
   const m = s.master
   switch (m._tag) {
     case "Absent":
+      if (s.maintenance === true) return { _tag: "Idle", reason: MAINTENANCE_IDLE }
       if (s.self.priority === 0) return { _tag: "Fence", reason: "no master elected and priority 0" }
       return s.health._tag === "Healthy"
         ? { _tag: "Elect" }
@@ -64,7 +73,8 @@ export const decide = (s: Situation): Plan => {
       return { _tag: "Fence", reason: `master znode is malformed (${m.reason}): not following it` }
     case "Present": {
       if (m.owner === s.session.sessionId) {
-        return s.health._tag === "Down" || s.health._tag === "Loading"
+        // Maintenance: the master keeps its role (and its znode) whatever its Redis does.
+        return (s.health._tag === "Down" || s.health._tag === "Loading") && s.maintenance !== true
           ? {
               _tag: "Resign",
               master: m,
@@ -164,6 +174,8 @@ export interface ControllerState {
   readonly minReplicas: number | null
   /** The fence delay in force (fence_after_ms, or less for a short negotiated session timeout). */
   readonly fenceAfterMs: number | null
+  /** Maintenance mode as last observed (absent = off), so its start and end are logged once. */
+  readonly maintenance?: boolean
 }
 
 export const initialState: ControllerState = { plan: null, role: "starting", owned: false, paused: true, minReplicas: null, fenceAfterMs: null }
@@ -312,6 +324,7 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
   const fenceAfterMs = fenceAfter(settings.fenceAfterMs, e.session.timeoutMs)
   const owned =
     e.session.status === "connected" ? e.master._tag === "Present" && e.master.owner === e.session.sessionId : s.owned
+  const maintenance = e.maintenance === true
   const plan = decide({
     now: e.now,
     self: e.self,
@@ -320,9 +333,19 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
     master: e.master,
     health: e.health,
     owned,
-    fenceAfterMs
+    fenceAfterMs,
+    maintenance
   })
   const out: Array<Action> = []
+  if (maintenance !== (s.maintenance === true)) {
+    out.push(
+      Action.Log(
+        maintenance
+          ? { level: "Warning", message: "maintenance mode on: no automatic failover until `dictator resume` (the master keeps its role, replicas keep following)" }
+          : { level: "Info", message: "maintenance mode off: automatic failover resumes" }
+      )
+    )
+  }
   if (fenceAfterMs < settings.fenceAfterMs && s.fenceAfterMs !== fenceAfterMs) {
     out.push(
       Action.Log({
@@ -334,7 +357,7 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
   const changed = s.plan === null || planKey(s.plan) !== planKey(plan)
   if (changed) out.push(...planLog(plan))
   out.push(Action.Campaign({ run: plan._tag === "Elect" }))
-  let next: ControllerState = { ...s, owned, plan, fenceAfterMs }
+  let next: ControllerState = { ...s, owned, plan, fenceAfterMs, maintenance }
   switch (plan._tag) {
     case "Resign":
       // Once per decision: the removal follows at once, and a failed one is retried silently.
@@ -350,7 +373,8 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
     }
     case "Follow": {
       // Host-death detection: a majority of the other members finds the master's Redis unreachable.
-      if (e.master._tag === "Present" && e.opinion === e.master.epoch && e.votes !== null && e.votes.carried) {
+      // Never in maintenance mode: a lost master is not replaced until the operator resumes.
+      if (!maintenance && e.master._tag === "Present" && e.opinion === e.master.epoch && e.votes !== null && e.votes.carried) {
         out.push(
           Action.Log({
             level: "Warning",
