@@ -11,17 +11,29 @@ import { DictatorConfig, parseConfig, resolveRedisSecrets } from "./Config.js"
 import * as Http from "./Http.js"
 import * as Log from "./Log.js"
 import * as Node from "./Node.js"
+import * as Operator from "./Operator.js"
+import { isOperatorCommand } from "./Operator.js"
 import * as Redis from "./Redis.js"
 import * as Sentinel from "./sentinel/Server.js"
 import { VERSION } from "./Version.js"
 import * as ZooKeeperClient from "./ZooKeeperClient.js"
+import { zooKeeperOptions } from "./ZooKeeperConfig.js"
 
 const fail = (message: string): never => {
   process.stderr.write(`dictator: ${message}\n`)
   process.exit(2)
 }
 
-const command = parseArgs(process.argv.slice(2))
+const argv = process.argv.slice(2)
+// `dictator list|switchover|pause|resume|status …`: the operator's CLI (Operator.ts), not the daemon.
+if (isOperatorCommand(argv)) {
+  Operator.main(argv)
+} else {
+  runDaemon(argv)
+}
+
+function runDaemon(argv: ReadonlyArray<string>): void {
+const command = parseArgs(argv)
 if (Either.isLeft(command)) fail(command.left)
 const cmd = Either.getOrThrow(command)
 if (cmd._tag === "Help") {
@@ -46,13 +58,7 @@ const { config, warnings } = Either.getOrThrow(loaded)
 const redisSecrets = resolveRedisSecrets(cmd.config, config, { env: process.env, readFile: (p) => readFileSync(p, "utf8") })
 if (Either.isLeft(redisSecrets)) fail(redisSecrets.left.message)
 
-const zooKeeper = ZooKeeperClient.layer({
-  hosts: config.zk_hosts,
-  sessionTimeout: `${config.zk_session_timeout_ms} millis`,
-  connectTimeout: `${config.zk_connect_timeout_ms} millis`,
-  requestTimeout: `${Math.max(config.zk_session_timeout_ms, 2000)} millis`,
-  silenceLimit: `${config.fence_after_ms} millis`
-})
+const zooKeeper = ZooKeeperClient.layer(zooKeeperOptions(config))
 
 const node = Node.layer.pipe(
   Layer.provide(Layer.mergeAll(DictatorConfig.layerValue(config, cmd.config), zooKeeper, Redis.layerWith(Either.getOrThrow(redisSecrets))))
@@ -102,3 +108,4 @@ const program = Effect.gen(function* () {
 
 // Errors are logged above; runMain then exits 1 after the finalizers (znodes, connections) ran.
 NodeRuntime.runMain(program, { disablePrettyLogger: true, disableErrorReporting: true })
+}
