@@ -149,8 +149,11 @@ export const make = Effect.gen(function* () {
       }
       const target = yield* caughtUp(members.filter((m) => m.priority > 0 && m.healthy), offset)
       if (Option.isNone(target)) {
-        const who = to === null ? "no replica" : to
-        return yield* keep(cause, view, `${who} reached offset ${offset} within ${config.handover_timeout_ms} ms (behind)`)
+        const reason =
+          to === null
+            ? `no replica reached offset ${offset} within ${config.handover_timeout_ms} ms`
+            : `${to} did not reach offset ${offset} within ${config.handover_timeout_ms} ms (behind)`
+        return yield* keep(cause, view, reason)
       }
       const successor = target.value.m.name
       yield* Effect.logInfo(`handover: ${successor} reached offset ${target.value.offset} >= ${offset}; naming it the next master`)
