@@ -23,6 +23,12 @@ Options:
   --help              print this help and exit
 `
 
+/** The operator's subcommands (Operator.ts, parsed by @effect/cli); anything else is the daemon's. */
+export const SUBCOMMANDS = ["list", "switchover", "pause", "resume", "status"] as const
+
+export const isOperatorCommand = (argv: ReadonlyArray<string>): boolean =>
+  argv.length > 0 && (SUBCOMMANDS as ReadonlyArray<string>).includes(argv[0]!)
+
 export type Command =
   | { readonly _tag: "Run"; readonly config: string; readonly logLevel: LogLevelName | null }
   | { readonly _tag: "Help" }

@@ -31,12 +31,6 @@ import type { ZooKeeperService } from "./ZooKeeper.js"
 import * as ZooKeeperClient from "./ZooKeeperClient.js"
 import { zooKeeperOptions } from "./ZooKeeperConfig.js"
 
-/** The subcommands; anything else on the command line is the daemon's (see Cli.ts). */
-export const SUBCOMMANDS = ["list", "switchover", "pause", "resume", "status"] as const
-
-export const isOperatorCommand = (argv: ReadonlyArray<string>): boolean =>
-  argv.length > 0 && (SUBCOMMANDS as ReadonlyArray<string>).includes(argv[0]!)
-
 /**
  * @effect/cli takes long options with two dashes only; the daemon always took Go's single-dash
  * forms too (`-config=PATH`). Rewrites `-name[=v]` (two letters or more) to `--name[=v]`;

@@ -6,13 +6,11 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Either, Layer } from "effect"
 import { readFileSync } from "node:fs"
-import { parseArgs, usage } from "./Cli.js"
+import { isOperatorCommand, parseArgs, usage } from "./Cli.js"
 import { DictatorConfig, parseConfig, resolveRedisSecrets } from "./Config.js"
 import * as Http from "./Http.js"
 import * as Log from "./Log.js"
 import * as Node from "./Node.js"
-import * as Operator from "./Operator.js"
-import { isOperatorCommand } from "./Operator.js"
 import * as Redis from "./Redis.js"
 import * as Sentinel from "./sentinel/Server.js"
 import { VERSION } from "./Version.js"
@@ -26,8 +24,9 @@ const fail = (message: string): never => {
 
 const argv = process.argv.slice(2)
 // `dictator list|switchover|pause|resume|status …`: the operator's CLI (Operator.ts), not the daemon.
+// Loaded only then: the daemon does not pay for the CLI's modules.
 if (isOperatorCommand(argv)) {
-  Operator.main(argv)
+  void import("./Operator.js").then((Operator) => Operator.main(argv))
 } else {
   runDaemon(argv)
 }

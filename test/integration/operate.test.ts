@@ -40,7 +40,7 @@ const topology = Layer.scoped(
     const redis = yield* Effect.forEach(NAMES, () => redisServer({ args: REDIS_ARGS }))
     // handover_timeout_ms short enough for a refused (lagging) switchover to answer quickly.
     const extra = { handover_timeout_ms: 3000 }
-    const dictators = yield* Effect.forEach(NAMES, (name, i) => dictator({ name, svc: SVC, zkHosts, redisPort: redis[i]!.port, extra }), {
+    const dictators = yield* Effect.forEach(NAMES, (name, i) => dictator({ name, svc: SVC, zkHosts, redisPort: redis[i]!.port, extra, readyTimeout: "120 seconds" }), {
       concurrency: "unbounded"
     })
     yield* Effect.addFinalizer(() => Effect.forEach(dictators, (d) => d.kill9, { concurrency: "unbounded", discard: true }))
