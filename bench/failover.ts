@@ -37,6 +37,7 @@ import * as path from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Duration, Effect, Exit, Fiber, Option, type Scope } from "effect"
 import { DictatorConfig } from "../src/Config.js"
+import * as Operator from "../src/Operator.js"
 import {
   type DictatorProcess,
   type RedisServer,
@@ -188,6 +189,8 @@ interface System {
   readonly outputs: (lines?: number) => Record<string, string>
   /** The system's own processes (dictators or sentinels), for their memory. */
   readonly daemons: () => ReadonlyArray<{ readonly name: string; readonly pid: number | undefined }>
+  /** ZooKeeper's hosts (the dictator system's; none for Sentinel). */
+  readonly zkHosts: ReadonlyArray<string>
 }
 
 const addressOf = (n: Node): Address => ({ host: n.redis.host, port: n.redis.port })
@@ -311,6 +314,7 @@ const dictatorSystem: Effect.Effect<DictatorSystem, unknown, Scope.Scope> =
 
     const sys: DictatorSystem = {
       kind: "dictator",
+      zkHosts: zk.hosts,
       nodes,
       discovery,
       monitor,
@@ -404,6 +408,7 @@ const sentinelSystem: Effect.Effect<System & { readonly sentinels: ReadonlyArray
 
     const sys: System & { readonly sentinels: ReadonlyArray<SentinelProcess> } = {
       kind: "sentinel",
+      zkHosts: [],
       nodes,
       discovery,
       monitor,
@@ -433,10 +438,12 @@ interface CaseDef {
   readonly freeze: boolean
   /** The old master's Redis keeps running (and must become a replica of the new master). */
   readonly oldRedisRuns: boolean
-  readonly fault: (n: Node) => Effect.Effect<void>
+  readonly fault: (n: Node, sys: System) => Effect.Effect<void, unknown>
   readonly resume?: (n: Node) => Effect.Effect<void>
   /** Freeze the ZooKeeper server the master's dictator is connected to instead (issue 7). */
   readonly zkFreeze?: boolean
+  /** The old master's dictator keeps running (a switchover); otherwise, with oldRedisRuns, it exits. */
+  readonly dictatorStays?: boolean
 }
 
 const CASES: Record<CaseId, CaseDef> = {
@@ -476,6 +483,19 @@ const CASES: Record<CaseId, CaseDef> = {
     oldRedisRuns: true,
     zkFreeze: true,
     fault: () => Effect.void
+  },
+  "dictator-switchover": {
+    id: "dictator-switchover",
+    system: "dictator",
+    freeze: false,
+    oldRedisRuns: true,
+    dictatorStays: true,
+    // The operator's command, run in this process (no node start-up in the figures): it writes
+    // the request znode and returns once the old master's dictator recorded the outcome.
+    fault: (_n, sys) =>
+      Effect.flatMap(Effect.scoped(Operator.run(["switchover", SVC, `--zk=${sys.zkHosts.join(",")}`, "--wait=30"])), (code) =>
+        code === 0 ? Effect.void : Effect.fail(new Error(`dictator switchover exited ${code}`))
+      )
   },
   "sentinel-redis-killed": {
     id: "sentinel-redis-killed",
@@ -627,13 +647,13 @@ const runRound = (sys: System, c: CaseDef, round: number, r: RoundResult): Effec
 
     // --- the fault ---
     const faultAt = now()
-    yield* c.fault(old)
+    yield* c.fault(old, sys)
     r.faultAt = new Date(faultAt).toISOString()
     r.load1 = round2(os.loadavg()[0]!)
     const ms = (t: number) => round2(t - faultAt)
     r.ackRateBefore = w.acks().filter((a) => a.at >= faultAt - 1000).length
     // Handover: when the SIGTERMed dictator exits (it hands over first).
-    const exited = c.oldRedisRuns
+    const exited = c.oldRedisRuns && c.dictatorStays !== true
       ? yield* Effect.fork(old.dictator!.exitCode.pipe(Effect.map(() => now()), Effect.timeout("20 seconds")))
       : undefined
 

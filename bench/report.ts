@@ -10,6 +10,7 @@ export const CASE_IDS = [
   "dictator-host-frozen",
   "dictator-handover",
   "dictator-zookeeper-frozen",
+  "dictator-switchover",
   "sentinel-redis-killed",
   "sentinel-master-frozen"
 ] as const
@@ -21,6 +22,7 @@ export const CASE_TITLES: Record<CaseId, string> = {
   "dictator-host-frozen": "Dictator: host frozen (SIGSTOP Redis + dictator)",
   "dictator-handover": "Dictator: graceful handover (SIGTERM dictator)",
   "dictator-zookeeper-frozen": "Dictator: the ZooKeeper server of the master's dictator frozen (SIGSTOP, 8 s)",
+  "dictator-switchover": "Dictator: planned switchover (dictator switchover)",
   "sentinel-redis-killed": "Sentinel: master's Redis killed (kill -9)",
   "sentinel-master-frozen": "Sentinel: master frozen (SIGSTOP Redis)"
 }
@@ -234,7 +236,10 @@ export const targets = (s: Record<string, CaseSummary>): Array<Target> => {
     ...t("Host frozen: ... of writes sent after new writable", "dictator-host-frozen", "staleSentAfterWritable", "max", 0, "writes"),
     ...t("Handover: writes blocked", "dictator-handover", "maxGapMs", "median", 500, "ms"),
     ...t("Handover: writes blocked", "dictator-handover", "maxGapMs", "max", 500, "ms"),
-    ...t("Handover: acked writes lost", "dictator-handover", "lost", "max", 0, "writes")
+    ...t("Handover: acked writes lost", "dictator-handover", "lost", "max", 0, "writes"),
+    ...t("Switchover: writes blocked", "dictator-switchover", "maxGapMs", "median", 500, "ms"),
+    ...t("Switchover: writes blocked", "dictator-switchover", "maxGapMs", "max", 500, "ms"),
+    ...t("Switchover: acked writes lost", "dictator-switchover", "lost", "max", 0, "writes")
   ]
 }
 

@@ -8,8 +8,13 @@ import { Schema } from "effect"
 export const DEFAULT_CONFIG = "/etc/dictator/dictator.conf"
 
 export const usage = `Usage: dictator [--config=PATH] [--log-level=LEVEL]
+       dictator list|switchover|pause|resume|status [OPTIONS] (each with --help)
 
-Runs the Redis Dictator daemon next to one Redis server.
+Runs the Redis Dictator daemon next to one Redis server. The subcommands operate a cluster:
+  list [SERVICE...]            members, roles, health, offsets and lag of each service
+  switchover SERVICE           planned switchover to a caught-up replica (--to, --at, --force)
+  pause SERVICE / resume SERVICE   maintenance mode: no automatic failover while paused
+  status                       the local daemon's status (its HTTP API)
 
 Options:
   --config=PATH       configuration file (default ${DEFAULT_CONFIG})
@@ -17,6 +22,12 @@ Options:
   --version           print the version and exit
   --help              print this help and exit
 `
+
+/** The operator's subcommands (Operator.ts, parsed by @effect/cli); anything else is the daemon's. */
+export const SUBCOMMANDS = ["list", "switchover", "pause", "resume", "status"] as const
+
+export const isOperatorCommand = (argv: ReadonlyArray<string>): boolean =>
+  argv.length > 0 && (SUBCOMMANDS as ReadonlyArray<string>).includes(argv[0]!)
 
 export type Command =
   | { readonly _tag: "Run"; readonly config: string; readonly logLevel: LogLevelName | null }

@@ -19,6 +19,7 @@ import { Mode } from "./node/Mode.js"
 import * as Observer from "./node/Observer.js"
 import { Peers } from "./node/Peers.js"
 import * as Store from "./node/Store.js"
+import * as Switchover from "./node/Switchover.js"
 import { inOwnFiber } from "./node/supervised.js"
 import { formatAddress } from "./Redis.js"
 import { VERSION } from "./Version.js"
@@ -36,6 +37,8 @@ export interface NodeStatus {
   readonly health: HealthState
   readonly plan: Plan | null
   readonly members: ReadonlyArray<MemberRecord>
+  /** Maintenance mode (`dictator pause`): no automatic failover while true. */
+  readonly maintenance: boolean
 }
 
 export interface DictatorNodeService {
@@ -72,7 +75,8 @@ const services = (() => {
   const campaign = Layer.provideMerge(Campaign.layer, membership)
   const controller = Layer.provideMerge(Controller.layer, campaign)
   const failsafe = Layer.provideMerge(Failsafe.layer, controller)
-  return Layer.provideMerge(Handover.layer, failsafe)
+  const handover = Layer.provideMerge(Handover.layer, failsafe)
+  return Layer.provideMerge(Switchover.layer, handover)
 })()
 
 const lifecycle = Effect.gen(function* () {
@@ -118,6 +122,7 @@ const lifecycle = Effect.gen(function* () {
         master: yield* store.master.get,
         health,
         plan: s.plan,
+        maintenance: yield* store.maintenance.get,
         // This node's own offset from its last check; the others' from their records (rewritten
         // when only the offset moved at most every few seconds: the ranking reads fresh ones).
         members: [...(yield* store.members.get).values()].map((m) => {

@@ -14,6 +14,10 @@ export interface ServicePaths {
   readonly handover: string
   readonly control: string
   readonly maintenance: string
+  /** Persistent: a planned switchover asked by `dictator switchover`, removed when handled. */
+  readonly switchover: string
+  /** Persistent: the outcome of the last switchover request. */
+  readonly switchoverResult: string
 }
 
 export const servicePaths = (svcName: string): ServicePaths => {
@@ -28,7 +32,9 @@ export const servicePaths = (svcName: string): ServicePaths => {
     elections: `/elections/redis/${svcName}`,
     handover: `${service}/handover`,
     control: `${service}/control`,
-    maintenance: `${service}/control/maintenance`
+    maintenance: `${service}/control/maintenance`,
+    switchover: `${service}/control/switchover`,
+    switchoverResult: `${service}/control/switchover-result`
   }
 }
 

@@ -6,7 +6,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Either, Layer, Option } from "effect"
 import { readFileSync } from "node:fs"
-import { parseArgs, usage } from "./Cli.js"
+import { isOperatorCommand, parseArgs, usage } from "./Cli.js"
 import { DictatorConfig, localNodes, nodeConfig, parseConfig, resolveHttpSecrets, resolveRedisSecrets, resolveZkAuth } from "./Config.js"
 import * as Http from "./Http.js"
 import * as Log from "./Log.js"
@@ -16,13 +16,24 @@ import * as Redis from "./Redis.js"
 import * as Sentinel from "./sentinel/Server.js"
 import { VERSION } from "./Version.js"
 import * as ZooKeeperClient from "./ZooKeeperClient.js"
+import { zooKeeperOptions } from "./ZooKeeperConfig.js"
 
 const fail = (message: string): never => {
   process.stderr.write(`dictator: ${message}\n`)
   process.exit(2)
 }
 
-const command = parseArgs(process.argv.slice(2))
+const argv = process.argv.slice(2)
+// `dictator list|switchover|pause|resume|status …`: the operator's CLI (Operator.ts), not the daemon.
+// Loaded only then: the daemon does not pay for the CLI's modules.
+if (isOperatorCommand(argv)) {
+  void import("./Operator.js").then((Operator) => Operator.main(argv))
+} else {
+  runDaemon(argv)
+}
+
+function runDaemon(argv: ReadonlyArray<string>): void {
+const command = parseArgs(argv)
 if (Either.isLeft(command)) fail(command.left)
 const cmd = Either.getOrThrow(command)
 if (cmd._tag === "Help") {
@@ -61,15 +72,7 @@ const listener: Http.ListenerOptions = {
   ...(Option.isSome(httpTls) ? { tls: httpTls.value } : {})
 }
 
-const zooKeeper = ZooKeeperClient.layer({
-  hosts: config.zk_hosts,
-  sessionTimeout: `${config.zk_session_timeout_ms} millis`,
-  connectTimeout: `${config.zk_connect_timeout_ms} millis`,
-  requestTimeout: `${Math.max(config.zk_session_timeout_ms, 2000)} millis`,
-  silenceLimit: `${config.fence_after_ms} millis`,
-  ...(zkCredentials === undefined ? {} : { auth: zkCredentials }),
-  ...(config.zk_chroot === undefined ? {} : { chroot: config.zk_chroot })
-})
+const zooKeeper = ZooKeeperClient.layer(zooKeeperOptions(config, zkCredentials))
 
 const redis = Redis.layerWith(Either.getOrThrow(redisSecrets))
 
@@ -154,3 +157,4 @@ const program = Effect.gen(function* () {
 
 // Errors are logged above; runMain then exits 1 after the finalizers (znodes, connections) ran.
 NodeRuntime.runMain(program, { disablePrettyLogger: true, disableErrorReporting: true })
+}

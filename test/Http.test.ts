@@ -85,7 +85,8 @@ const masterStatus: NodeStatus = {
   master: present(SESSION),
   health: healthy(masterInfo),
   plan: { _tag: "BeMaster" },
-  members: [member("redis1", "master", 5000), member("redis2", "replica", 4000)]
+  members: [member("redis1", "master", 5000), member("redis2", "replica", 4000)],
+  maintenance: false
 }
 
 const replicaStatus: NodeStatus = {
@@ -195,6 +196,11 @@ describe("statusText", () => {
       health: { _tag: "Down", since: Date.UTC(2026, 11, 1, 12, 0, 0), detail: "connect ECONNREFUSED 10.0.0.1:6379" }
     })
     expect(text).toContain("redis: down since 2026-12-01T12:00:00.000Z: connect ECONNREFUSED 10.0.0.1:6379\n")
+  })
+
+  it("says when the service is in maintenance mode", () => {
+    expect(statusText(masterStatus)).toContain("maintenance: off\n")
+    expect(statusText({ ...masterStatus, maintenance: true })).toContain("maintenance: on (no automatic failover)\n")
   })
 })
 

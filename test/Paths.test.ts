@@ -13,7 +13,9 @@ describe("servicePaths", () => {
       elections: "/elections/redis/default",
       handover: "/services/redis/default/handover",
       control: "/services/redis/default/control",
-      maintenance: "/services/redis/default/control/maintenance"
+      maintenance: "/services/redis/default/control/maintenance",
+      switchover: "/services/redis/default/control/switchover",
+      switchoverResult: "/services/redis/default/control/switchover-result"
     })
   })
 
@@ -21,7 +23,7 @@ describe("servicePaths", () => {
     const p = servicePaths(svc)
     expect(p.master).toBe(`/services/redis/${svc}/master`)
     expect(p.elections).toBe(`/elections/redis/${svc}`)
-    for (const path of [p.master, p.epoch, p.members, p.member("n"), p.handover, p.control, p.maintenance]) {
+    for (const path of [p.master, p.epoch, p.members, p.member("n"), p.handover, p.control, p.maintenance, p.switchover, p.switchoverResult]) {
       expect(path.startsWith(`${p.service}/`)).toBe(true)
     }
   })
@@ -50,6 +52,8 @@ describe("servicePaths", () => {
     expect(parentOf(p.member("x"))).toBe(p.members)
     expect(parentOf(p.control)).toBe(p.service)
     expect(parentOf(p.maintenance)).toBe(p.control)
+    expect(parentOf(p.switchover)).toBe(p.control)
+    expect(parentOf(p.switchoverResult)).toBe(p.control)
     expect(parentOf(p.service)).toBe("/services/redis")
     expect(parentOf(p.elections)).toBe("/elections/redis")
   })

@@ -35,7 +35,15 @@ export interface Situation {
    * taking writes without ZooKeeper; null or absent without such a grant.
    */
   readonly failsafeUntil?: number | null
+  /**
+   * Maintenance mode (`dictator pause`): no automatic failover. A master keeps its role even with
+   * its Redis down, no one campaigns for an absent master, no one deposes the present one.
+   */
+  readonly maintenance?: boolean
 }
+
+/** Why nothing is elected while the service is paused. */
+export const MAINTENANCE_IDLE = "maintenance mode: no automatic failover"
 
 export type Plan =
   | { readonly _tag: "Idle"; readonly reason: string }
@@ -67,6 +75,7 @@ export const decide = (s: Situation): Plan => {
   const m = s.master
   switch (m._tag) {
     case "Absent":
+      if (s.maintenance === true) return { _tag: "Idle", reason: MAINTENANCE_IDLE }
       if (s.self.priority === 0) return { _tag: "Fence", reason: "no master elected and priority 0" }
       return s.health._tag === "Healthy"
         ? { _tag: "Elect" }
@@ -75,7 +84,8 @@ export const decide = (s: Situation): Plan => {
       return { _tag: "Fence", reason: `master znode is malformed (${m.reason}): not following it` }
     case "Present": {
       if (m.owner === s.session.sessionId) {
-        return s.health._tag === "Down" || s.health._tag === "Loading"
+        // Maintenance: the master keeps its role (and its znode) whatever its Redis does.
+        return (s.health._tag === "Down" || s.health._tag === "Loading") && s.maintenance !== true
           ? {
               _tag: "Resign",
               master: m,
@@ -195,6 +205,8 @@ export interface ControllerState {
    * answers AND the master znode was re-read through the quorum since (`reread`).
    */
   readonly hold: { readonly master: string; readonly epoch: string; readonly until: number; readonly reread: boolean } | null
+  /** Maintenance mode as last observed (absent = off), so its start and end are logged once. */
+  readonly maintenance?: boolean
 }
 
 export const initialState: ControllerState = {
@@ -398,6 +410,7 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
     connected ? e.master._tag === "Present" && e.master.owner === e.session.sessionId : s.owned
   // A grant serves only while ZooKeeper is away, and only the master it was given to.
   const grant = connected || !owned ? null : s.grant
+  const maintenance = e.maintenance === true
   const decided = decide({
     now: e.now,
     self: e.self,
@@ -407,9 +420,19 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
     health: e.health,
     owned,
     fenceAfterMs,
-    failsafeUntil: grant?.until ?? null
+    failsafeUntil: grant?.until ?? null,
+    maintenance
   })
   const out: Array<Action> = []
+  if (maintenance !== (s.maintenance === true)) {
+    out.push(
+      Action.Log(
+        maintenance
+          ? { level: "Warning", message: "maintenance mode on: no automatic failover until `dictator resume` (the master keeps its role, replicas keep following)" }
+          : { level: "Info", message: "maintenance mode off: automatic failover resumes" }
+      )
+    )
+  }
   // Failsafe, as member: out of elections after a yes, until the hold has run out, ZooKeeper
   // answers and the master znode was re-read since.
   let hold = s.hold
@@ -436,7 +459,7 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
   const changed = s.plan === null || planKey(s.plan) !== planKey(plan)
   if (changed) out.push(...planLog(plan))
   out.push(Action.Campaign({ run: plan._tag === "Elect" }))
-  let next: ControllerState = { ...s, owned, plan, fenceAfterMs, grant, hold, reconfirm }
+  let next: ControllerState = { ...s, owned, plan, fenceAfterMs, grant, hold, reconfirm, maintenance }
   switch (plan._tag) {
     case "Resign":
       // Once per decision: the removal follows at once, and a failed one is retried silently.
@@ -452,7 +475,8 @@ const observe = (s: ControllerState, e: Observed, settings: Settings): readonly 
     }
     case "Follow": {
       // Host-death detection: a majority of the other members finds the master's Redis unreachable.
-      if (hold === null && e.master._tag === "Present" && e.opinion === e.master.epoch && e.votes !== null && e.votes.carried) {
+      // Never in maintenance mode: a lost master is not replaced until the operator resumes.
+      if (hold === null && !maintenance && e.master._tag === "Present" && e.opinion === e.master.epoch && e.votes !== null && e.votes.carried) {
         out.push(
           Action.Log({
             level: "Warning",

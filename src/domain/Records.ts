@@ -164,3 +164,61 @@ export type HandoverRecord = typeof HandoverRecordJson.Type
 const handoverJson = jsonRecord(HandoverRecordJson)
 export const encodeHandover = handoverJson.encode
 export const parseHandover = handoverJson.parse
+
+// ---------------------------------------------------------------------------------------------
+// Operator controls (persistent znodes written by `dictator switchover` / `dictator pause`)
+
+/**
+ * A planned switchover asked by an operator: the master's dictator hands over to `to` (or the
+ * freshest caught-up replica when null), at `at` (ISO time) or at once when null.
+ */
+export const SwitchoverRequestJson = Schema.Struct({
+  /** Unique per request: the outcome names it, so the asker knows it is its own. */
+  id: Schema.String.pipe(Schema.minLength(1)),
+  to: Schema.NullOr(Schema.String.pipe(Schema.minLength(1))),
+  at: Schema.NullOr(Schema.String),
+  requested_at: Schema.String,
+  /** Who asked (user@host), for the logs. */
+  by: Schema.String
+})
+export type SwitchoverRequest = typeof SwitchoverRequestJson.Type
+
+const switchoverRequestJson = jsonRecord(SwitchoverRequestJson)
+export const encodeSwitchoverRequest = switchoverRequestJson.encode
+export const parseSwitchoverRequest = switchoverRequestJson.parse
+
+/** What the master's dictator did with the request `id`: written as it removes the request. */
+export const SwitchoverResultJson = Schema.Struct({
+  id: Schema.String,
+  ok: Schema.Boolean,
+  /** The handover's outcome or the reason for the refusal, in words. */
+  message: Schema.String,
+  from: Schema.String,
+  /** The new master's name when it worked. */
+  to: Schema.NullOr(Schema.String),
+  finished_at: Schema.String
+})
+export type SwitchoverResult = typeof SwitchoverResultJson.Type
+
+const switchoverResultJson = jsonRecord(SwitchoverResultJson)
+export const encodeSwitchoverResult = switchoverResultJson.encode
+export const parseSwitchoverResult = switchoverResultJson.parse
+
+/** Maintenance mode: its presence is what counts (any data, even malformed, pauses failover). */
+export const MaintenanceRecordJson = Schema.Struct({
+  since: Schema.String,
+  by: Schema.String
+})
+export type MaintenanceRecord = typeof MaintenanceRecordJson.Type
+
+const maintenanceJson = jsonRecord(MaintenanceRecordJson)
+export const encodeMaintenance = maintenanceJson.encode
+export const parseMaintenance = maintenanceJson.parse
+
+/** An ISO time for `--at`: a clear reason when it is not one or when it is not in the future. */
+export const parseSwitchoverTime = (text: string, now: number): Either.Either<number, string> => {
+  const t = /^\d{4}-\d{2}-\d{2}T/.test(text) ? Date.parse(text) : Number.NaN
+  if (Number.isNaN(t)) return Either.left(`--at "${text}" is not an ISO time; use e.g. --at=2026-12-02T03:00:00Z`)
+  if (t <= now) return Either.left(`--at "${text}" is in the past (now ${new Date(now).toISOString()}); give a future time, or leave --at out to switch over now`)
+  return Either.right(t)
+}

@@ -228,6 +228,7 @@ export const make = Effect.gen(function* () {
         master,
         health: yield* local.health.get,
         opinion: yield* observer.opinion.get,
+        maintenance: yield* store.maintenance.get,
         votes:
           master._tag === "Present"
             ? countVotes(members, master.record.name, master.epoch, quorumOf(config.quorum, yield* store.largestMembership))
@@ -254,7 +255,8 @@ export const make = Effect.gen(function* () {
     store.members.changes,
     store.session.changes,
     observer.opinion.changes,
-    mode.changes
+    mode.changes,
+    store.maintenance.changes
   ]
   yield* supervised("controller-wake")(Effect.forEach(inputs, wakeOn, { concurrency: "unbounded", discard: true }))
 

@@ -24,12 +24,20 @@ export class HandoverRefused extends Data.TaggedError("HandoverRefused")<{ reado
   }
 }
 
-/** Why the node hands over: on shutdown it exits whatever happens; a /disable can be refused. */
-export type HandoverCause = "shutdown" | "disable"
+/**
+ * Why the node hands over: on shutdown it exits whatever happens; a /disable or an operator's
+ * switchover (`dictator switchover`, optionally naming the successor) can be refused.
+ */
+export type HandoverCause = "shutdown" | "disable" | "switchover"
 
 export interface HandoverService {
   /** What it did, in words (for the shutdown's last line). */
-  readonly run: (cause: HandoverCause) => Effect.Effect<string, HandoverRefused>
+  readonly run: (cause: HandoverCause, options?: HandoverOptions) => Effect.Effect<string, HandoverRefused>
+}
+
+export interface HandoverOptions {
+  /** Hand over to this member only (refused when it is not a healthy, eligible replica that catches up). */
+  readonly to?: string | null
 }
 
 export class Handover extends Context.Tag("dictator/Handover")<Handover, HandoverService>() {}
@@ -109,14 +117,33 @@ export const make = Effect.gen(function* () {
       return yield* new HandoverRefused({ reason })
     })
 
-  const asMaster = (cause: HandoverCause, view: PresentMaster) =>
+  /** Why `to` cannot take over, checked before writes are paused; null when it may. */
+  const unfit = (members: ReadonlyArray<MemberRecord>, to: string): string | null => {
+    if (to === selfName) return `${to} is already the master`
+    const target = members.find((m) => m.name === to)
+    if (target === undefined) {
+      return `${to} is not a member of service ${config.svc_name} (members: ${members.map((m) => m.name).join(", ") || "none"})`
+    }
+    if (target.priority === 0) return `${to} has priority 0 (never master)`
+    if (!target.healthy) return `${to} is not healthy`
+    return null
+  }
+
+  const asMaster = (cause: HandoverCause, view: PresentMaster, to: string | null) =>
     Effect.gen(function* () {
-      yield* Effect.logInfo(`handover (${cause === "shutdown" ? "shutting down" : "disabled"}): pausing writes and waiting for a replica to catch up`)
+      const all = [...(yield* store.members.get).values()].filter((m) => m.name !== selfName)
+      if (cause === "switchover") {
+        // Refused before anything is paused: the master keeps taking writes.
+        const reason = to === null ? (all.some((m) => m.priority > 0 && m.healthy) ? null : "no healthy replica to switch over to") : unfit(all, to)
+        if (reason !== null) return yield* new HandoverRefused({ reason })
+      }
+      const doing = cause === "shutdown" ? "shutting down" : cause === "disable" ? "disabled" : `switchover${to === null ? "" : ` to ${to}`}`
+      yield* Effect.logInfo(`handover (${doing}): pausing writes and waiting for a replica to catch up`)
       yield* controller.feed(Event.HandoverStarted())
       yield* fence
       const offset = (yield* local.connection.replication).offset
-      const members = [...(yield* store.members.get).values()].filter((m) => m.name !== selfName)
-      if (members.length === 0) {
+      const members = to === null ? all : all.filter((m) => m.name === to)
+      if (members.length === 0 && cause !== "switchover") {
         yield* Effect.logWarning("handover: no healthy replica to hand over to; releasing the znodes and leaving writes paused")
         yield* membership.remove
         yield* store.removeMaster(view)
@@ -125,7 +152,11 @@ export const make = Effect.gen(function* () {
       }
       const target = yield* caughtUp(members.filter((m) => m.priority > 0 && m.healthy), offset)
       if (Option.isNone(target)) {
-        return yield* keep(cause, view, `no replica reached offset ${offset} within ${config.handover_timeout_ms} ms`)
+        const reason =
+          to === null
+            ? `no replica reached offset ${offset} within ${config.handover_timeout_ms} ms`
+            : `${to} did not reach offset ${offset} within ${config.handover_timeout_ms} ms (behind)`
+        return yield* keep(cause, view, reason)
       }
       const successor = target.value.m.name
       yield* Effect.logInfo(`handover: ${successor} reached offset ${target.value.offset} >= ${offset}; naming it the next master`)
@@ -135,25 +166,26 @@ export const make = Effect.gen(function* () {
       return yield* follow(successor)
     })
 
-  const run = (cause: HandoverCause) =>
+  const run = (cause: HandoverCause, options: HandoverOptions = {}) =>
     Effect.gen(function* () {
       yield* controller.stopCampaign
       const view = yield* store.master.get
       const session = yield* store.session.get
       const owned = (yield* controller.state.get).owned
       if (!owned || view === null || view._tag !== "Present") {
+        if (cause === "switchover") return yield* new HandoverRefused({ reason: "this node is not the master" })
         yield* membership.remove
         return "not the master: member record removed"
       }
       if (session.status !== "connected") {
         // Ownership can be neither handed over nor proven: the session may expire any moment.
         const reason = `ZooKeeper is ${session.status}`
-        if (cause === "disable") return yield* new HandoverRefused({ reason: `${reason}; try again once it is back` })
+        if (cause !== "shutdown") return yield* new HandoverRefused({ reason: `${reason}; try again once it is back` })
         yield* Effect.logWarning(`cannot hand over: ${reason}; fencing the local Redis (writes paused) before exiting`)
         yield* fence
         return `fenced (${reason}): the local Redis is left with writes paused`
       }
-      return yield* asMaster(cause, view)
+      return yield* asMaster(cause, view, options.to ?? null)
     }).pipe(
       Effect.timeoutFail({
         duration: Duration.millis(2 * config.handover_timeout_ms + 2000),

@@ -16,7 +16,11 @@ import {
   parseMasterView,
   parseHandover,
   parseMember,
-  type PresentMaster
+  type PresentMaster,
+  encodeSwitchoverResult,
+  parseSwitchoverRequest,
+  type SwitchoverRequest,
+  type SwitchoverResult
 } from "../domain/Records.js"
 import { servicePaths, type ServicePaths } from "../Paths.js"
 import { formatAddress, type RedisAddress, sameAddress } from "../Redis.js"
@@ -78,6 +82,22 @@ export interface StoreService {
   readonly createMember: (record: MemberRecord, session: SessionInfo) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion | DuplicateNode>
   /** Removes this node's member record if this session owns it. */
   readonly removeMember: (name: string) => Effect.Effect<void, ZkFailure>
+  /** Maintenance mode (`dictator pause`): true while its znode exists, kept current by a watch. */
+  readonly maintenance: Subscribable.Subscribable<boolean>
+  /** The pending switchover request (`dictator switchover`), kept current by a watch; none when absent. */
+  readonly switchover: Subscribable.Subscribable<Option.Option<PendingSwitchover>>
+  /**
+   * Removes the request of that znode version and records `result`, in one transaction: a
+   * request replaced meanwhile (another version) is left for its own turn.
+   */
+  readonly finishSwitchover: (pending: PendingSwitchover, result: SwitchoverResult) => Effect.Effect<void, ZkFailure | ZkNodeExists | ZkNoNode | ZkBadVersion>
+}
+
+/** A switchover request znode: its parsed record (none when malformed) and its version. */
+export interface PendingSwitchover {
+  readonly request: Option.Option<SwitchoverRequest>
+  readonly raw: string
+  readonly version: number
 }
 
 export class Store extends Context.Tag("dictator/Store")<Store, StoreService>() {}
@@ -388,6 +408,36 @@ const claimName = (zk: Zk, paths: ServicePaths, service: string, self: { readonl
     }
   })
 
+/** The operator's controls under the service's control path: maintenance and switchover requests. */
+const watchControls = (zk: Zk, paths: ServicePaths) =>
+  Effect.gen(function* () {
+    const maintenance = yield* SubscriptionRef.make(false)
+    yield* supervised("maintenance-watch")(
+      zk.watchData(paths.maintenance).pipe(Stream.runForEach((node) => SubscriptionRef.set(maintenance, Option.isSome(node))))
+    )
+    const switchover = yield* SubscriptionRef.make<Option.Option<PendingSwitchover>>(Option.none())
+    yield* supervised("switchover-watch")(
+      zk.watchData(paths.switchover).pipe(
+        Stream.runForEach((node) =>
+          SubscriptionRef.set(
+            switchover,
+            Option.map(node, (n) => ({ request: parseSwitchoverRequest(n.data), raw: new TextDecoder().decode(n.data), version: n.stat.version }))
+          )
+        )
+      )
+    )
+    const finishSwitchover: StoreService["finishSwitchover"] = (pending, result) =>
+      Effect.gen(function* () {
+        const data = encodeSwitchoverResult(result)
+        const existing = yield* zk.get(paths.switchoverResult)
+        const record = Option.isSome(existing)
+          ? ({ op: "set", path: paths.switchoverResult, data, version: existing.value.stat.version } as const)
+          : ({ op: "create", path: paths.switchoverResult, data, mode: "persistent" } as const)
+        yield* zk.transaction([{ op: "remove", path: paths.switchover, version: pending.version }, record])
+      })
+    return { maintenance, switchover, finishSwitchover }
+  })
+
 export const make = Effect.gen(function* () {
   const { config } = yield* DictatorConfig
   const zk = yield* ZooKeeper
@@ -402,6 +452,7 @@ export const make = Effect.gen(function* () {
   const { lastMaster, master } = yield* watchMaster(zk, paths, config.zk_session_timeout_ms)
   const { departed, largestMembership, lastMasterRecordOf, members } = yield* watchMembers(zk, paths)
   yield* followOwnership(zk, master)
+  const controls = yield* watchControls(zk, paths)
   const readMaster = Effect.flatMap(zk.get(paths.master), viewOf(zk, paths))
   return {
     session: zk.session,
@@ -420,7 +471,8 @@ export const make = Effect.gen(function* () {
     checkOwnership: checkOwnership(zk, paths),
     handOver: handOver(zk, paths),
     handover: Effect.map(zk.get(paths.handover), Option.flatMap((n) => parseHandover(n.data))),
-    ...memberWrites(zk, paths, config.svc_name)
+    ...memberWrites(zk, paths, config.svc_name),
+    ...controls
   } satisfies StoreService
 })
 

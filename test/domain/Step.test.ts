@@ -250,3 +250,50 @@ describe("step: outcomes of actions", () => {
     })
   }
 })
+
+describe("step: maintenance mode (dictator pause)", () => {
+  const paused = (over: Parameters<typeof observed>[0]) => {
+    const e = observed(over)
+    return e._tag === "Observed" ? Event.Observed({ ...e, maintenance: true }) : e
+  }
+  const inMaintenance = (s: ControllerState): ControllerState => ({ ...s, maintenance: true })
+  const rows: ReadonlyArray<{
+    readonly name: string
+    readonly from: ControllerState
+    readonly event: Event
+    readonly actions: ReadonlyArray<Action["_tag"]>
+    readonly state?: Partial<ControllerState>
+    readonly campaign: boolean
+  }> = [
+    { name: "owning the znode with Redis down: the master keeps its role and its znode (no resignation)", from: inMaintenance(mastering), event: paused({ master: mine, health: down }), actions: [], state: { role: "master", owned: true, plan: { _tag: "BeMaster" } }, campaign: false },
+    { name: "owning the znode with Redis loading: no resignation either", from: inMaintenance(mastering), event: paused({ master: mine, health: { _tag: "Loading", since: 0 } }), actions: [], state: { role: "master" }, campaign: false },
+    { name: "no master: no campaign, the node waits", from: inMaintenance(following), event: paused({ master: { _tag: "Absent" }, health: followingThem }), actions: [], state: { role: "waiting", plan: { _tag: "Idle", reason: "maintenance mode: no automatic failover" } }, campaign: false },
+    { name: "a majority finds the master unreachable: not deposed", from: inMaintenance(following), event: paused({ opinion: "500", votes: votes(true) }), actions: [], state: { role: "replica" }, campaign: false },
+    { name: "replicas keep following (REPLICAOF the master when needed)", from: inMaintenance(following), event: paused({ health: asMaster }), actions: ["ReplicateFrom", "RecheckHealth"], campaign: false },
+    { name: "the master keeps its role and its min-replicas handling", from: inMaintenance(mastering), event: paused({ master: mine, health: asMaster }), actions: ["SetMinReplicas"], state: { role: "master" }, campaign: false },
+    { name: "a lost ZooKeeper still fences the master (safety is not paused)", from: inMaintenance(mastering), event: paused({ master: mine, health: asMaster, session: disconnected(8000) }), actions: ["PauseWrites", "RecheckHealth"], state: { role: "fenced" }, campaign: false },
+    { name: "resumed with no master: campaign again", from: inMaintenance(following), event: observed({ master: { _tag: "Absent" }, health: followingThem }), actions: [], state: { role: "candidate", maintenance: false }, campaign: true },
+    { name: "resumed, owning the znode with Redis down: resign now", from: inMaintenance(mastering), event: observed({ master: mine, health: down }), actions: ["RemoveMaster"], state: { maintenance: false }, campaign: false }
+  ]
+  for (const row of rows) {
+    it(row.name, () => {
+      const [next, out] = step(row.from, row.event, settings)
+      expect(tags(out)).toEqual(row.actions)
+      expect(find(out, "Campaign")?.run).toBe(row.campaign)
+      if (row.state) expect(next).toMatchObject(row.state)
+    })
+  }
+
+  it("its start and its end are logged once each", () => {
+    const [s1, out1] = step(following, paused({}), settings)
+    expect(logs(out1)).toEqual([
+      "Warning: maintenance mode on: no automatic failover until `dictator resume` (the master keeps its role, replicas keep following)"
+    ])
+    expect(s1.maintenance).toBe(true)
+    const [s2, out2] = step(s1, paused({}), settings)
+    expect(logs(out2)).toEqual([])
+    const [s3, out3] = step(s2, observed({}), settings)
+    expect(logs(out3)).toEqual(["Info: maintenance mode off: automatic failover resumes"])
+    expect(logs(step(s3, observed({}), settings)[1])).toEqual([])
+  })
+})
