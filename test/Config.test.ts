@@ -28,7 +28,9 @@ const defaults: DictatorConfigData = {
   handover_timeout_ms: 3000,
   min_replicas_to_write: 1,
   min_replicas_max_lag: 2,
-  quorum: null
+  quorum: null,
+  kill_clients_on_role_change: true,
+  on_role_change_timeout_ms: 10000
 }
 
 const ok = (text: string, file = FILE): LoadedConfig => {
@@ -77,6 +79,14 @@ describe("parseConfig: valid files", () => {
     expect(ok(`{"node": {}}`).config.node).toEqual(defaults.node)
   })
 
+  it("refuses an on_role_change that is not a non-empty argv array", () => {
+    for (const bad of ['"/bin/hook arg"', "[]", '[""]', "[1]"]) {
+      expect(err(`{"on_role_change": ${bad}}`).message, bad).toContain('key "on_role_change"')
+    }
+    expect(err('{"on_role_change_timeout_ms": 50}').message).toContain("between 100 and 600000")
+    expect(err('{"announce_port": 0}').message).toContain("port between 1 and 65535")
+  })
+
   it("keeps every explicit value", () => {
     const all = {
       svc_name: "cache-1.eu_west",
@@ -96,6 +106,11 @@ describe("parseConfig: valid files", () => {
       min_replicas_to_write: 0,
       min_replicas_max_lag: 3600,
       quorum: 3,
+      kill_clients_on_role_change: false,
+      announce_host: "203.0.113.7",
+      announce_port: 16379,
+      on_role_change: ["/usr/local/bin/hook", "--quiet"],
+      on_role_change_timeout_ms: 100,
       node: { name: "redis-1", host: "db1.example", port: 65535, loading_timeout: 0.5, priority: 0 }
     }
     expect(ok(JSON.stringify(all)).config).toEqual(all)

@@ -8,14 +8,16 @@
  * handed to a lagging node silently: on shutdown the Redis stays fenced, and /disable is refused
  * with the reason, the node keeping its role. Run under the controller's permit.
  */
-import { Context, Data, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
+import { Clock, Context, Data, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { Event } from "../domain/Controller.js"
 import type { MemberRecord, PresentMaster } from "../domain/Records.js"
 import { Controller, FENCE_PAUSE } from "./Controller.js"
 import { LocalHealth } from "./LocalHealth.js"
 import { Membership } from "./Membership.js"
+import { type HandoverOutcome, Metrics } from "./Metrics.js"
 import { Peers } from "./Peers.js"
+import { RoleEvents } from "./RoleEvents.js"
 import { Store } from "./Store.js"
 
 export class HandoverRefused extends Data.TaggedError("HandoverRefused")<{ readonly reason: string }> {
@@ -50,6 +52,8 @@ export const make = Effect.gen(function* () {
   const peers = yield* Peers
   const membership = yield* Membership
   const controller = yield* Controller
+  const roles = yield* RoleEvents
+  const metrics = yield* Metrics
   const selfName = config.node.name
   const within = Duration.millis(config.handover_timeout_ms)
 
@@ -82,6 +86,16 @@ export const make = Effect.gen(function* () {
         return `handed over to ${successor}, which did not take over in time: writes left paused`
       }
       yield* local.connection.replicaOf(next.value)
+      const view = yield* store.master.get
+      yield* roles.publish({
+        role: "replica",
+        service: config.svc_name,
+        node: selfName,
+        master: next.value,
+        epoch: view !== null && view._tag === "Present" && view.record.name === next.value.name ? view.epoch : null,
+        cause: "handover",
+        at: yield* Effect.clockWith((c) => c.currentTimeMillis)
+      })
       yield* local.connection.unpause
       yield* controller.feed(Event.Unpaused())
       yield* Effect.logInfo(`handover done: ${next.value.name} is master; local Redis now replicates from it`)
@@ -132,8 +146,10 @@ export const make = Effect.gen(function* () {
       return yield* follow(successor)
     })
 
-  const run = (cause: HandoverCause) =>
-    Effect.gen(function* () {
+  const run = (cause: HandoverCause) => Effect.flatMap(Clock.currentTimeMillis, (started) => {
+    const timed = (outcome: HandoverOutcome) =>
+      Effect.flatMap(Clock.currentTimeMillis, (t) => metrics.handover((t - started) / 1000, outcome))
+    return Effect.gen(function* () {
       yield* controller.stopCampaign
       const view = yield* store.master.get
       const session = yield* store.session.get
@@ -161,8 +177,14 @@ export const make = Effect.gen(function* () {
         (e) => Effect.fail(new HandoverRefused({ reason: e.message }))
       ),
       Effect.tapError((e) => Effect.logError(`handover failed: ${e.message}`)),
+      // Timed only when this node was master (a handover did run), by outcome.
+      Effect.tapBoth({
+        onFailure: () => timed("refused"),
+        onSuccess: (said) => (said.startsWith("not the master") ? Effect.void : timed(said.startsWith("handed over") ? "handed-over" : "failed"))
+      }),
       Effect.annotateLogs({ loop: "handover" })
     )
+  })
 
   return { run } satisfies HandoverService
 })

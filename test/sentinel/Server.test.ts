@@ -290,7 +290,10 @@ describe("sentinel endpoint: follow", () => {
         status: Effect.sync(() => current as unknown as NodeStatus),
         statusNow: Effect.sync(() => current as unknown as NodeStatus),
         enable: Effect.succeed(false),
-        disable: Effect.succeed(false)
+        disable: Effect.succeed(false),
+        metrics: Effect.succeed({ contentType: "text/plain", text: "" }),
+        countHttp: () => Effect.void,
+        countSentinel: () => Effect.void
       }
       const scope = Effect.runSync(Scope.make())
       try {
