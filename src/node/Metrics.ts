@@ -107,10 +107,15 @@ export const makeRegistry = (labels: { readonly service: string; readonly node: 
     }),
     members: new Prom.Gauge({ name: "dictator_members", help: "Member records of the service seen in ZooKeeper", registers }),
     votes: new Prom.Counter({ name: "dictator_votes_cast_total", help: "Votes this node cast against an unreachable master", registers }),
+    handovers: new Prom.Counter({
+      name: "dictator_handovers_total",
+      help: "Graceful handovers run by this node as master (shutdown, /disable), by outcome: handed-over, refused, failed (left fenced)",
+      labelNames: ["outcome"],
+      registers
+    }),
     handoverSeconds: new Prom.Histogram({
       name: "dictator_handover_duration_seconds",
-      help: "Graceful handovers run by this node (shutdown, /disable), by outcome",
-      labelNames: ["outcome"],
+      help: "Duration of the graceful handovers run by this node as master, whatever their outcome",
       buckets: DURATION_BUCKETS,
       registers
     }),
@@ -129,7 +134,8 @@ export const make = Effect.gen(function* () {
   const { instruments: m, registry } = makeRegistry({ service: config.svc_name, node: config.node.name })
   // Zero-valued series exist from the start, so dashboards and rate() see them before the first event.
   for (const r of ["master", "replica"]) m.roleChanges.labels(r).inc(0)
-  for (const o of ["handed-over", "refused", "failed"] as const) m.handoverSeconds.labels(o)
+  for (const o of ["handed-over", "refused", "failed"] as const) m.handovers.labels(o).inc(0)
+  for (const o of ["ok", "failed", "timeout", "error"] as const) m.hookRuns.labels(o).inc(0)
 
   const setOne = (g: Prom.Gauge<string>, all: ReadonlyArray<string>, current: string) => {
     for (const v of all) g.labels(v).set(v === current ? 1 : 0)
@@ -162,7 +168,11 @@ export const make = Effect.gen(function* () {
     registry,
     render,
     contentType: registry.contentType,
-    handover: (seconds, outcome) => Effect.sync(() => m.handoverSeconds.labels(outcome).observe(seconds)),
+    handover: (seconds, outcome) =>
+      Effect.sync(() => {
+        m.handovers.labels(outcome).inc()
+        m.handoverSeconds.observe(seconds)
+      }),
     hookRun: (outcome) => Effect.sync(() => m.hookRuns.labels(outcome).inc()),
     clientsClosed: (count) => Effect.sync(() => m.clientsClosed.inc(count)),
     httpRequest: (path, code) => Effect.sync(() => m.http.labels(bounded(KNOWN_PATHS, path), String(code)).inc()),
