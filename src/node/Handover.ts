@@ -78,28 +78,28 @@ export const make = Effect.gen(function* () {
   const follow = (successor: string) =>
     Effect.gen(function* () {
       const next = yield* waitFor(
-        Effect.map(store.readMaster, (v) => (v._tag === "Present" && v.record.name !== selfName ? Option.some(v.record) : Option.none())),
+        Effect.map(store.readMaster, (v) => (v._tag === "Present" && v.record.name !== selfName ? Option.some(v) : Option.none())),
         within
       )
       if (Option.isNone(next)) {
         yield* Effect.logWarning(`handover: ${successor} did not take over within ${config.handover_timeout_ms} ms; leaving writes paused`)
         return `handed over to ${successor}, which did not take over in time: writes left paused`
       }
-      yield* local.connection.replicaOf(next.value)
-      const view = yield* store.master.get
+      const { epoch, record } = next.value
+      yield* local.connection.replicaOf(record)
       yield* roles.publish({
         role: "replica",
         service: config.svc_name,
         node: selfName,
-        master: next.value,
-        epoch: view !== null && view._tag === "Present" && view.record.name === next.value.name ? view.epoch : null,
+        master: record,
+        epoch,
         cause: "handover",
         at: yield* Effect.clockWith((c) => c.currentTimeMillis)
       })
       yield* local.connection.unpause
       yield* controller.feed(Event.Unpaused())
-      yield* Effect.logInfo(`handover done: ${next.value.name} is master; local Redis now replicates from it`)
-      return `handed over to ${next.value.name}; the local Redis replicates from it`
+      yield* Effect.logInfo(`handover done: ${record.name} is master; local Redis now replicates from it`)
+      return `handed over to ${record.name}; the local Redis replicates from it`
     })
 
   /** No replica can take the data: keep the role (disable) or stay fenced (shutdown). */
