@@ -102,6 +102,7 @@ describe("role changes on real servers", () => {
           zkHosts: [zk.connectString],
           redisPort: redis[name].port,
           node: { priority },
+          readyTimeout: "60 seconds",
           extra: { on_role_change: [process.execPath, hook, path.join(dir, `${name}.jsonl`)], ...extra }
         })
       const a = yield* start("a", 1)
@@ -230,9 +231,9 @@ describe("role changes on real servers", () => {
       const redisA = yield* redisServer()
       const redisB = yield* redisServer()
       const extra = { kill_clients_on_role_change: false, on_role_change: [process.execPath, hook, dir], on_role_change_timeout_ms: 120000 }
-      const a = yield* dictator({ name: "a", svc: SVC, zkHosts: [zk.connectString], redisPort: redisA.port, node: { priority: 1 }, extra })
+      const a = yield* dictator({ name: "a", svc: SVC, zkHosts: [zk.connectString], redisPort: redisA.port, node: { priority: 1 }, extra, readyTimeout: "60 seconds" })
       yield* waitUntil("a master", masterIs(zk.connectString, SVC, "a"), { timeout: "60 seconds" })
-      const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, node: { priority: 2 }, extra })
+      const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, node: { priority: 2 }, extra, readyTimeout: "60 seconds" })
       yield* waitUntil("b a replica", Effect.map(b.http("/replica"), (r) => (r.status === 200 ? Option.some(r) : Option.none())), {
         timeout: "60 seconds",
         interval: "200 millis"
@@ -272,10 +273,10 @@ describe("role changes on real servers", () => {
       const redisB = yield* redisServer()
       const fwdA = yield* tcpForwarder(redisA.port)
       const fwdB = yield* tcpForwarder(redisB.port)
-      yield* dictator({ name: "a", svc: SVC, zkHosts: [zk.connectString], redisPort: redisA.port, node: { priority: 1 }, extra: { announce_host: "127.0.0.1", announce_port: fwdA.port } })
+      yield* dictator({ name: "a", svc: SVC, zkHosts: [zk.connectString], redisPort: redisA.port, node: { priority: 1 }, extra: { announce_host: "127.0.0.1", announce_port: fwdA.port }, readyTimeout: "60 seconds" })
       const m = yield* waitUntil("a master", masterIs(zk.connectString, SVC, "a"), { timeout: "60 seconds" })
       expect({ host: m.host, port: m.port }).toEqual({ host: "127.0.0.1", port: fwdA.port })
-      const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, node: { priority: 2 }, extra: { announce_host: "127.0.0.1", announce_port: fwdB.port } })
+      const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, node: { priority: 2 }, extra: { announce_host: "127.0.0.1", announce_port: fwdB.port }, readyTimeout: "60 seconds" })
       const info = yield* waitUntil(
         "b's Redis linked to a through the forwarder",
         Effect.map(redisB.cli("INFO", "replication"), (i) => (/master_link_status:up/.test(i) ? Option.some(i) : Option.none())),
