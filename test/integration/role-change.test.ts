@@ -94,20 +94,24 @@ describe("role changes on real servers", () => {
       const hook = path.join(dir, "hook.cjs")
       yield* writeFile(hook, RECORDING_HOOK)
       const redis = { a: yield* redisServer(), b: yield* redisServer(), c: yield* redisServer() }
-      const sentinelPort = yield* freePort
-      const start = (name: "a" | "b" | "c", priority: number, extra: Record<string, unknown> = {}) =>
+      // Distinct from the HTTP ports the harness picks (freePort only asks the OS for a free one).
+      const httpB = yield* freePort
+      let sentinelPort = yield* freePort
+      for (let i = 0; i < 10 && sentinelPort === httpB; i++) sentinelPort = yield* freePort
+      const start = (name: "a" | "b" | "c", priority: number, extra: Record<string, unknown> = {}, httpPort?: number) =>
         dictator({
           name,
+          ...(httpPort === undefined ? {} : { httpPort }),
           svc: SVC,
           zkHosts: [zk.connectString],
           redisPort: redis[name].port,
           node: { priority },
-          readyTimeout: "60 seconds",
+          readyTimeout: "120 seconds",
           extra: { on_role_change: [process.execPath, hook, path.join(dir, `${name}.jsonl`)], ...extra }
         })
       const a = yield* start("a", 1)
       yield* waitUntil("a master", masterIs(zk.connectString, SVC, "a"), { timeout: "60 seconds" })
-      const b = yield* start("b", 2, { sentinel_port: sentinelPort, sentinel_host: "127.0.0.1" })
+      const b = yield* start("b", 2, { sentinel_port: sentinelPort, sentinel_host: "127.0.0.1" }, httpB)
       const c = yield* start("c", 3)
       for (const d of [b, c]) {
         yield* waitUntil(`${d.name} a replica`, Effect.map(d.http("/replica"), (r) => (r.status === 200 ? Option.some(r) : Option.none())), {
@@ -203,7 +207,8 @@ describe("role changes on real servers", () => {
       const used = dashboardMetrics()
       expect(used.size).toBeGreaterThan(10)
       expect([...used].filter((n) => !mc.names.has(n))).toEqual([])
-    })
+    }),
+    300_000
   )
 
   it.scopedLive("kill_clients_on_role_change off, a hook sleeping 30 s: the failover does not wait for it; the client stays connected", () =>
@@ -231,9 +236,9 @@ describe("role changes on real servers", () => {
       const redisA = yield* redisServer()
       const redisB = yield* redisServer()
       const extra = { kill_clients_on_role_change: false, on_role_change: [process.execPath, hook, dir], on_role_change_timeout_ms: 120000 }
-      const a = yield* dictator({ name: "a", svc: SVC, zkHosts: [zk.connectString], redisPort: redisA.port, node: { priority: 1 }, extra, readyTimeout: "60 seconds" })
+      const a = yield* dictator({ name: "a", svc: SVC, zkHosts: [zk.connectString], redisPort: redisA.port, node: { priority: 1 }, extra, readyTimeout: "120 seconds" })
       yield* waitUntil("a master", masterIs(zk.connectString, SVC, "a"), { timeout: "60 seconds" })
-      const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, node: { priority: 2 }, extra, readyTimeout: "60 seconds" })
+      const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, node: { priority: 2 }, extra, readyTimeout: "120 seconds" })
       yield* waitUntil("b a replica", Effect.map(b.http("/replica"), (r) => (r.status === 200 ? Option.some(r) : Option.none())), {
         timeout: "60 seconds",
         interval: "200 millis"
@@ -262,7 +267,8 @@ describe("role changes on real servers", () => {
       expect(onB.closed()).toBe(false)
       expect(yield* Effect.promise(() => onB.client.ping())).toBe("PONG")
       void a
-    })
+    }),
+    300_000
   )
 
   it.scopedLive("announce_port: each Redis behind a forwarder; the master record and REPLICAOF name the forwarder", () =>
@@ -273,10 +279,10 @@ describe("role changes on real servers", () => {
       const redisB = yield* redisServer()
       const fwdA = yield* tcpForwarder(redisA.port)
       const fwdB = yield* tcpForwarder(redisB.port)
-      yield* dictator({ name: "a", svc: SVC, zkHosts: [zk.connectString], redisPort: redisA.port, node: { priority: 1 }, extra: { announce_host: "127.0.0.1", announce_port: fwdA.port }, readyTimeout: "60 seconds" })
+      yield* dictator({ name: "a", svc: SVC, zkHosts: [zk.connectString], redisPort: redisA.port, node: { priority: 1 }, extra: { announce_host: "127.0.0.1", announce_port: fwdA.port }, readyTimeout: "120 seconds" })
       const m = yield* waitUntil("a master", masterIs(zk.connectString, SVC, "a"), { timeout: "60 seconds" })
       expect({ host: m.host, port: m.port }).toEqual({ host: "127.0.0.1", port: fwdA.port })
-      const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, node: { priority: 2 }, extra: { announce_host: "127.0.0.1", announce_port: fwdB.port }, readyTimeout: "60 seconds" })
+      const b = yield* dictator({ name: "b", svc: SVC, zkHosts: [zk.connectString], redisPort: redisB.port, node: { priority: 2 }, extra: { announce_host: "127.0.0.1", announce_port: fwdB.port }, readyTimeout: "120 seconds" })
       const info = yield* waitUntil(
         "b's Redis linked to a through the forwarder",
         Effect.map(redisB.cli("INFO", "replication"), (i) => (/master_link_status:up/.test(i) ? Option.some(i) : Option.none())),
@@ -291,6 +297,7 @@ describe("role changes on real servers", () => {
       expect((yield* b.http("/replica")).status).toBe(200)
       const status = JSON.parse((yield* httpRequest(b.httpPort, "/status?format=json")).body) as { members: ReadonlyArray<{ name: string }> }
       expect(status.members.map((x) => x.name).sort()).toEqual(["a", "b"])
-    })
+    }),
+    300_000
   )
 })
