@@ -61,6 +61,21 @@ describe("Node: role changes", () => {
       })
     ))
 
+  it.scoped("a handover by /disable is counted and timed in the old master's metrics", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1, n2] = yield* threeNodes(c)
+        expect(yield* c.driven(n1.api.disable)).toBe(true)
+        expect(c.masterName()).toBe("n2")
+        const m1 = scrape((yield* n1.api.metrics).text)
+        expect(m1.value("dictator_handovers_total", { outcome: "handed-over" })).toBe(1)
+        expect(m1.count("dictator_handover_duration_seconds")).toBe(1)
+        expect(m1.value("dictator_role", { role: "disabled" })).toBe(1)
+        void n2
+      })
+    ))
+
   it.scoped("kill_clients_on_role_change false: no client is closed", () =>
     withTestSettings(
       Effect.gen(function* () {

@@ -8,7 +8,7 @@
  * handed to a lagging node silently: on shutdown the Redis stays fenced, and /disable is refused
  * with the reason, the node keeping its role. Run under the controller's permit.
  */
-import { Clock, Context, Data, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
+import { Cause, Clock, Context, Data, Duration, Effect, Either, Exit, Layer, Option, Schedule } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { Event } from "../domain/Controller.js"
 import type { MemberRecord, PresentMaster } from "../domain/Records.js"
@@ -178,10 +178,13 @@ export const make = Effect.gen(function* () {
       ),
       Effect.tapError((e) => Effect.logError(`handover failed: ${e.message}`)),
       // Timed only when this node was master (a handover did run), by outcome.
-      Effect.tapBoth({
-        onFailure: () => timed("refused"),
-        onSuccess: (said) => (said.startsWith("not the master") ? Effect.void : timed(said.startsWith("handed over") ? "handed-over" : "failed"))
-      }),
+      // Interrupted too (an HTTP client that hung up on /disable interrupts it).
+      Effect.onExit((exit) =>
+        Exit.match(exit, {
+          onFailure: (cause) => timed(Cause.isInterruptedOnly(cause) ? "interrupted" : "refused"),
+          onSuccess: (said) => (said.startsWith("not the master") ? Effect.void : timed(said.startsWith("handed over") ? "handed-over" : "failed"))
+        })
+      ),
       Effect.annotateLogs({ loop: "handover" })
     )
   })

@@ -37,7 +37,7 @@ export interface MetricsSnapshot {
   readonly lag: LagEstimate | null
 }
 
-export type HandoverOutcome = "handed-over" | "refused" | "failed"
+export type HandoverOutcome = "handed-over" | "refused" | "failed" | "interrupted"
 export type HookOutcome = "ok" | "failed" | "timeout" | "error"
 
 export type Instruments = ReturnType<typeof makeRegistry>["instruments"]
@@ -109,7 +109,7 @@ export const makeRegistry = (labels: { readonly service: string; readonly node: 
     votes: new Prom.Counter({ name: "dictator_votes_cast_total", help: "Votes this node cast against an unreachable master", registers }),
     handovers: new Prom.Counter({
       name: "dictator_handovers_total",
-      help: "Graceful handovers run by this node as master (shutdown, /disable), by outcome: handed-over, refused, failed (left fenced)",
+      help: "Graceful handovers run by this node as master (shutdown, /disable), by outcome: handed-over, refused, failed (left fenced), interrupted",
       labelNames: ["outcome"],
       registers
     }),
@@ -134,7 +134,7 @@ export const make = Effect.gen(function* () {
   const { instruments: m, registry } = makeRegistry({ service: config.svc_name, node: config.node.name })
   // Zero-valued series exist from the start, so dashboards and rate() see them before the first event.
   for (const r of ["master", "replica"]) m.roleChanges.labels(r).inc(0)
-  for (const o of ["handed-over", "refused", "failed"] as const) m.handovers.labels(o).inc(0)
+  for (const o of ["handed-over", "refused", "failed", "interrupted"] as const) m.handovers.labels(o).inc(0)
   for (const o of ["ok", "failed", "timeout", "error"] as const) m.hookRuns.labels(o).inc(0)
 
   const setOne = (g: Prom.Gauge<string>, all: ReadonlyArray<string>, current: string) => {

@@ -137,8 +137,9 @@ describe("role changes on real servers", () => {
       const onC = yield* appClient(redis.c.port)
 
       // A handover refused (no replica caught up in time on a loaded machine) leaves a master: asked again.
-      yield* waitUntil("a to hand over (/disable 200)", Effect.map(a.http("/disable", "POST"), (r) => (r.status === 200 ? Option.some(r) : Option.none())), {
-        timeout: "60 seconds",
+      // A long HTTP timeout: a client hanging up on /disable would interrupt the handover.
+      yield* waitUntil("a to hand over (/disable 200)", Effect.map(httpRequest(a.httpPort, "/disable", "POST", 60_000), (r) => (r.status === 200 ? Option.some(r) : Option.none())), {
+        timeout: "120 seconds",
         interval: "1 second"
       })
       yield* waitUntil("b master", masterIs(zk.connectString, SVC, "b"), { timeout: "30 seconds" })
@@ -146,7 +147,14 @@ describe("role changes on real servers", () => {
       yield* waitUntil(
         "the applications' connections to a, b and c closed",
         Effect.sync(() => (onA.closed() && onB.closed() && onC.closed() ? Option.some(true) : Option.none())),
-        { timeout: "20 seconds", interval: "100 millis" }
+        { timeout: "30 seconds", interval: "100 millis" }
+      ).pipe(
+        Effect.tapError(() =>
+          Effect.logError(
+            `closed: a ${onA.closed()}, b ${onB.closed()}, c ${onC.closed()}\n` +
+              [a, b, c].map((d) => `${d.name}:\n${d.output().split("\n").filter((l) => /role change|client|handover|promot|following/.test(l)).join("\n")}`).join("\n")
+          )
+        )
       )
       // The dictators' own connections and the replication links survived: b's replicas are linked.
       yield* waitUntil(
