@@ -198,7 +198,12 @@ describe("role changes on real servers", () => {
       expect(mc.value("dictator_role", { role: "replica" })).toBe(1)
       expect(mc.value("dictator_master_epoch")).toBeGreaterThan(before.value("dictator_master_epoch") ?? Number.POSITIVE_INFINITY)
       expect(mc.count("dictator_failover_duration_seconds")).toBe(1)
-      expect(mc.value("dictator_clients_closed_total")).toBeGreaterThanOrEqual(1)
+      // Counted once CLIENT KILL has answered the dictator, which may come after the client saw its socket closed.
+      yield* waitUntil(
+        "c's metrics to count the closed client",
+        Effect.map(metricsOf(c), (m) => ((m.value("dictator_clients_closed_total") ?? 0) >= 1 ? Option.some(m) : Option.none())),
+        { timeout: "10 seconds", interval: "200 millis" }
+      ).pipe(Effect.tapError(() => Effect.logError(c.output().split("\n").filter((l) => /client connection|role change/.test(l)).join("\n"))))
       expect(mc.value("dictator_zookeeper_session_state", { state: "connected" })).toBe(1)
       expect(mc.value("dictator_zookeeper_last_contact_seconds")).toBe(0)
       expect(mc.value("dictator_redis_healthy")).toBe(1)
