@@ -176,7 +176,12 @@ describe("role changes on real servers", () => {
       const ha = yield* last("a")
       expect(ha.env).toMatchObject({ DICTATOR_ROLE: "replica", DICTATOR_NODE: "a", DICTATOR_MASTER_PORT: String(redis.b.port) })
       expect((yield* last("c")).env).toMatchObject({ DICTATOR_ROLE: "replica", DICTATOR_NODE: "c", DICTATOR_MASTER_PORT: String(redis.b.port) })
-      expect(a.output()).toMatch(/on_role_change hook .* for replica \(\d+ ms\): exit 0; output: .*recorded replica/)
+      // Logged once the hook has exited, which may be after its line is in the file.
+      yield* waitUntil(
+        "a's log line of the hook's run",
+        Effect.sync(() => Option.fromNullable(/on_role_change hook .* for replica \(\d+ ms\): exit 0; output: .*recorded replica/.exec(a.output()))),
+        { timeout: "10 seconds", interval: "100 millis" }
+      )
 
       // Sentinel endpoint requests are counted by command.
       const sentinel = oneShotRedis({ host: "127.0.0.1", port: sentinelPort }, { connectTimeoutMs: 2000 })
