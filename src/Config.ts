@@ -260,6 +260,32 @@ export const DictatorConfigSchema = Schema.Struct({
   sentinel_host: Schema.optional(NonEmptyTrimmed),
   /** A file holding the password clients must AUTH with (the first line); no AUTH unless set. */
   sentinel_password_file: Schema.optional(NonEmptyTrimmed),
+  /**
+   * Close the local Redis's normal and pub/sub client connections each time it changes role, once
+   * every discovery path names the new master (as Sentinel does): clients rediscover at once.
+   */
+  kill_clients_on_role_change: Schema.optionalWith(
+    Schema.Boolean.annotations({ message: () => msg("must be true or false") }),
+    { default: () => true }
+  ),
+  /**
+   * The address of the local Redis handed to others (master and member records, Sentinel answers,
+   * the replicas' REPLICAOF) when it differs from node.host / node.port (containers, NAT). The
+   * dictator itself still reaches its Redis at node.host:node.port.
+   */
+  announce_host: Schema.optional(NonEmptyTrimmed),
+  announce_port: Schema.optional(Port),
+  /**
+   * A command (argv, run without a shell) run each time the local Redis changes role, with the
+   * role, service, node, master host, master port and epoch as its last arguments and DICTATOR_*
+   * environment variables; killed after on_role_change_timeout_ms. None unless set.
+   */
+  on_role_change: Schema.optional(
+    Schema.NonEmptyArray(Schema.String.pipe(Schema.minLength(1))).annotations({
+      message: () => msg('must be a non-empty array of non-empty strings: the program and its first arguments, e.g. ["/usr/local/bin/on-role", "--quiet"]')
+    })
+  ),
+  on_role_change_timeout_ms: Schema.optionalWith(Millis(100, 600000), { default: () => 10000 }),
   /** Redis AUTH / ACL user for every connection and for replication; absent: no AUTH. */
   redis_auth: Schema.optional(RedisAuthConfig),
   /** TLS to every Redis; absent: plain TCP. */
@@ -294,6 +320,12 @@ export const DictatorConfigSchema = Schema.Struct({
 })
 
 export type DictatorConfigData = typeof DictatorConfigSchema.Type
+
+/** The local Redis's address as handed to others: announce_host / announce_port over node.host / node.port. */
+export const announcedAddress = (config: Pick<DictatorConfigData, "announce_host" | "announce_port" | "node">): { readonly host: string; readonly port: number } => ({
+  host: config.announce_host ?? config.node.host,
+  port: config.announce_port ?? config.node.port
+})
 
 export const knownKeys: ReadonlyArray<string> = Object.keys(DictatorConfigSchema.fields)
 export const knownNodeKeys: ReadonlyArray<string> = Object.keys(NodeConfig.fields)

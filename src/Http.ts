@@ -8,7 +8,7 @@
  * its body (`{"state":"starting"}` before the node is built) and the reason in the
  * `X-Dictator-Check` header.
  */
-import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpMiddleware, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Deferred, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
@@ -18,7 +18,9 @@ import { isIP } from "node:net"
 import { FAILSAFE_MAX_BODY, FailsafeRequest } from "./domain/Failsafe.js"
 import type { HealthState } from "./domain/Health.js"
 import type { MasterView } from "./domain/Records.js"
-import { DictatorNode, type DictatorNodeService, type NodeStatus } from "./Node.js"
+import { DictatorNode, type DictatorNodeService, type NodeStatus, replicaLagBytes } from "./Node.js"
+
+export { replicaLagBytes }
 import { formatAddress } from "./Redis.js"
 
 const masterJson = (m: MasterView | null) =>
@@ -55,7 +57,8 @@ export const statusJson = (s: NodeStatus) => ({
   session: { state: s.session.status, id: s.session.sessionId === null ? null : `0x${s.session.sessionId}` },
   master: masterJson(s.master),
   redis: healthJson(s.health),
-  members: s.members.map((m) => ({ name: m.name, healthy: m.healthy, role: m.role, offset: m.offset, priority: m.priority }))
+  members: s.members.map((m) => ({ name: m.name, healthy: m.healthy, role: m.role, offset: m.offset, priority: m.priority })),
+  ...(s.lag === null ? {} : { lag_seconds: s.lag._tag === "Unknown" ? null : s.lag.seconds })
 })
 
 /** The local Redis in words: why it is down (the failing check's detail) and since when. */
@@ -173,20 +176,6 @@ export const parseLag = (text: string): Option.Option<LagLimit> => {
 }
 
 /**
- * Bytes this replica is behind: the master's offset (its member record) minus our own (our Redis,
- * just read). Null when the master publishes none. Member records are re-published periodically,
- * so the master's offset there may be older than ours: the lag is then underestimated and never
- * below 0.
- */
-export const replicaLagBytes = (s: NodeStatus): number | null => {
-  if (s.master === null || s.master._tag !== "Present" || s.health._tag !== "Healthy") return null
-  const name = s.master.record.name
-  const record = s.members.find((m) => m.name === name)
-  if (record === undefined || record.role !== "master") return null
-  return Math.max(0, record.offset - s.health.info.offset)
-}
-
-/**
  * Reads go here: a healthy replica of the current master, its link up and its initial sync done,
  * and (with `lag`) no further behind than that.
  */
@@ -205,8 +194,14 @@ export const checkReplica = (s: NodeStatus, lag: Option.Option<LagLimit>): Verdi
   if (info.syncInProgress) return failed("initial sync in progress")
   if (Option.isNone(lag)) return pass("replica")
   if (lag.value._tag === "Seconds") {
-    // The status carries offsets, not times: a lag in seconds cannot be measured honestly here.
-    return failed("lag in seconds is not measured; give ?lag= in bytes (e.g. 1MB)")
+    // An upper bound measured from the master's offsets over time (domain/Lag.ts).
+    const est = s.lag
+    const limit = lag.value.seconds
+    if (est === null || est._tag === "Unknown") return failed(`lag in seconds unknown${est === null ? "" : `: ${est.reason}`}`)
+    if (est._tag === "AtLeast") return failed(`more than ${est.seconds.toFixed(3)} s behind the master`)
+    return est.seconds <= limit
+      ? pass(`replica, at most ${est.seconds.toFixed(3)} s behind`)
+      : failed(`up to ${est.seconds.toFixed(3)} s behind the master, more than ${limit} s`)
   }
   const behind = replicaLagBytes(s)
   if (behind === null) return failed(`lag unknown: the master ${m.name} publishes no offset`)
@@ -438,6 +433,13 @@ export const router = (ready: NodeReady, guard: MutationGuard = DEFAULT_GUARD) =
     probe("/liveness", check(ready, () => pass("alive"), pass("alive, starting"))),
     probe("/readiness", check(ready, checkReadiness)),
     mutating(guard)("/failsafe", failsafeRoute(ready)),
+    // Prometheus text (read-only; README: Metrics). 503 "starting" until the node is built.
+    HttpRouter.get(
+      "/metrics",
+      withNode(ready, (node) =>
+        Effect.map(node.metrics, ({ contentType, text }) => HttpServerResponse.text(text, { contentType }))
+      )
+    ),
     mutating(guard)(
       "/enable",
       withNode(ready, (node) =>
@@ -550,6 +552,24 @@ export const layerMany = <E, R, E2, S>(
     })
   )
 
+/** Counts every request by path and status code in the node's metrics (once it is built). */
+export const countRequests = (ready: NodeReady) =>
+  HttpMiddleware.make((app) =>
+    Effect.gen(function* () {
+      const req = yield* HttpServerRequest.HttpServerRequest
+      const path = new URL(req.url, "http://localhost").pathname
+      const count = (code: number) =>
+        Effect.flatMap(ready, (node) => (Option.isSome(node) ? node.value.countHttp(path, code) : Effect.void))
+      return yield* app.pipe(
+        Effect.tapBoth({
+          onSuccess: (res) => count(res.status),
+          // Only a missing route fails here (every handler answers): Effect's server makes it a 404.
+          onFailure: () => count(404)
+        })
+      )
+    })
+  )
+
 /**
  * Serves the API, then builds `node`: a taken port stops the program before it joins the
  * election, and the API answers (503 "starting") while ZooKeeper is still out of reach.
@@ -558,8 +578,9 @@ export const layer = <E, R>(options: ListenerOptions, node: Layer.Layer<Dictator
   Layer.unwrapEffect(
     Effect.gen(function* () {
       const built = yield* Deferred.make<DictatorNodeService>()
-      const serve = router(Deferred.poll(built).pipe(Effect.flatMap(Effect.transposeOption)), options.guard).pipe(
-        HttpServer.serve(),
+      const ready: NodeReady = Deferred.poll(built).pipe(Effect.flatMap(Effect.transposeOption))
+      const serve = router(ready, options.guard).pipe(
+        HttpServer.serve(countRequests(ready)),
         Layer.provide(NodeHttpServer.layer(serverFactory(options.tls), { host: options.host, port: options.port }))
       )
       const publish = Layer.effectDiscard(Effect.flatMap(DictatorNode, (n) => Deferred.succeed(built, n))).pipe(

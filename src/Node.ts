@@ -3,11 +3,12 @@
  * Redis's health, the peers, the observer of the master, the member record, the campaign, the
  * controller and the handover. Here only the lifecycle: status, enable, disable, shutdown.
  */
-import { Context, Effect, Layer } from "effect"
+import { Clock, Context, Effect, Layer } from "effect"
 import { DictatorConfig } from "./Config.js"
 import { Event, type FailsafeVerdict, type Plan, type Role } from "./domain/Controller.js"
 import type { FailsafeRequest } from "./domain/Failsafe.js"
 import { type HealthState, lastInfo } from "./domain/Health.js"
+import type { LagEstimate } from "./domain/Lag.js"
 import type { MasterView, MemberRecord } from "./domain/Records.js"
 import * as Campaign from "./node/Campaign.js"
 import * as Controller from "./node/Controller.js"
@@ -15,9 +16,12 @@ import * as Failsafe from "./node/Failsafe.js"
 import * as Handover from "./node/Handover.js"
 import * as LocalHealth from "./node/LocalHealth.js"
 import * as Membership from "./node/Membership.js"
+import * as Metrics from "./node/Metrics.js"
 import { Mode } from "./node/Mode.js"
 import * as Observer from "./node/Observer.js"
+import * as OnRoleChange from "./node/OnRoleChange.js"
 import { Peers } from "./node/Peers.js"
+import * as RoleEvents from "./node/RoleEvents.js"
 import * as Store from "./node/Store.js"
 import * as Switchover from "./node/Switchover.js"
 import { inOwnFiber } from "./node/supervised.js"
@@ -39,6 +43,22 @@ export interface NodeStatus {
   readonly members: ReadonlyArray<MemberRecord>
   /** Maintenance mode (`dictator pause`): no automatic failover while true. */
   readonly maintenance: boolean
+  /** This replica's lag in seconds (domain/Lag.ts); null unless its Redis is a healthy replica. */
+  readonly lag: LagEstimate | null
+}
+
+/**
+ * Bytes this replica is behind: the master's offset (its member record) minus our own (our Redis,
+ * just read). Null when the master publishes none. Member records are re-published periodically,
+ * so the master's offset there may be older than ours: the lag is then underestimated and never
+ * below 0.
+ */
+export const replicaLagBytes = (s: NodeStatus): number | null => {
+  if (s.master === null || s.master._tag !== "Present" || s.health._tag !== "Healthy") return null
+  const name = s.master.record.name
+  const record = s.members.find((m) => m.name === name)
+  if (record === undefined || record.role !== "master") return null
+  return Math.max(0, record.offset - s.health.info.offset)
 }
 
 export interface DictatorNodeService {
@@ -60,6 +80,11 @@ export interface DictatorNodeService {
    * writes; a yes holds this node out of elections (see README, "Failsafe mode").
    */
   readonly failsafe: (request: FailsafeRequest) => Effect.Effect<FailsafeVerdict>
+  /** The Prometheus text of this node's metrics, gauges set from the status now. */
+  readonly metrics: Effect.Effect<{ readonly contentType: string; readonly text: string }>
+  /** Counts a request of the HTTP API (by path and status code) and of the Sentinel endpoint (by command). */
+  readonly countHttp: (path: string, code: number) => Effect.Effect<void>
+  readonly countSentinel: (command: string) => Effect.Effect<void>
 }
 
 export class DictatorNode extends Context.Tag("dictator/Node")<DictatorNode, DictatorNodeService>() {}
@@ -69,9 +94,11 @@ export class DictatorNode extends Context.Tag("dictator/Node")<DictatorNode, Dic
  * shutdown (handover) runs while the controller, the store and the peers are still up.
  */
 const services = (() => {
-  const base = Layer.mergeAll(Store.layer, LocalHealth.layer, Peers.layer, Mode.layer)
+  const base = Layer.mergeAll(Store.layer, LocalHealth.layer, Peers.layer, Mode.layer, RoleEvents.layer, Metrics.layer)
   const observer = Layer.provideMerge(Observer.layer, base)
-  const membership = Layer.provideMerge(Membership.layer, observer)
+  // Subscribed to the role changes before anything can publish one (the controller, the campaign).
+  const consumers = Layer.provideMerge(Layer.mergeAll(Metrics.watch, OnRoleChange.layer), observer)
+  const membership = Layer.provideMerge(Membership.layer, consumers)
   const campaign = Layer.provideMerge(Campaign.layer, membership)
   const controller = Layer.provideMerge(Controller.layer, campaign)
   const failsafe = Layer.provideMerge(Failsafe.layer, controller)
@@ -88,6 +115,8 @@ const lifecycle = Effect.gen(function* () {
   const handover = yield* Handover.Handover
   const membership = yield* Membership.Membership
   const peers = yield* Peers
+  const observer = yield* Observer.Observer
+  const metrics = yield* Metrics.Metrics
 
   yield* Effect.addFinalizer(() =>
     Effect.gen(function* () {
@@ -128,12 +157,34 @@ const lifecycle = Effect.gen(function* () {
         members: [...(yield* store.members.get).values()].map((m) => {
           const own = m.name === config.node.name ? lastInfo(health) : null
           return own === null ? m : { ...m, offset: own.offset }
-        })
+        }),
+        lag: health._tag === "Healthy" && health.info.role === "replica" ? yield* observer.lag(health.info.offset) : null
       }
+  })
+
+  const metricsText = Effect.gen(function* () {
+    const s = yield* status
+    const text = yield* metrics.render({
+      now: yield* Clock.currentTimeMillis,
+      role: s.role,
+      enabled: s.enabled,
+      session: s.session,
+      master: s.master,
+      health: s.health,
+      // Known in force only (null: a PAUSE or UNPAUSE in flight or failed, or not known since start).
+      writesPaused: (yield* controller.state.get).paused === true,
+      members: s.members.length,
+      lagBytes: replicaLagBytes(s),
+      lag: s.lag
+    })
+    return { contentType: metrics.contentType, text }
   })
 
   return DictatorNode.of({
     status,
+    metrics: metricsText,
+    countHttp: metrics.httpRequest,
+    countSentinel: metrics.sentinelRequest,
     statusNow: Effect.flatMap(status, (st) =>
       Effect.map(Effect.forEach(st.members, currentOffset, { concurrency: "unbounded" }), (members) => ({ ...st, members }))
     ),

@@ -147,9 +147,11 @@ export interface RedisConnection {
   readonly unpause: Effect.Effect<void, RedisFailure>
   readonly configSet: (key: string, value: string) => Effect.Effect<void, RedisFailure>
   /**
-   * Closes the server's normal and pub/sub client connections (not this one, not replication
-   * links), as Sentinel does on a role change: clients that only rediscover the master when
-   * their connection drops do so at once. The number of connections closed.
+   * Closes the server's normal and pub/sub client connections, as Sentinel does on a role change:
+   * clients that only rediscover the master when their connection drops do so at once. Never a
+   * dictator's own connections (this node's or the other dictators', named "dictator" or logged
+   * in as the dictator's ACL user: `clientsToClose`) nor replication links (not of those types).
+   * CLIENT LIST then CLIENT KILL ID each. The number of connections closed.
    */
   readonly killClients: Effect.Effect<number, RedisFailure>
   /** Completes when the server next drops the connection: a process that dies is seen at once. */
@@ -497,11 +499,18 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
           ).pipe(Effect.asVoid),
         unpause: run("CLIENT UNPAUSE", (c) => c.call("CLIENT", "UNPAUSE")).pipe(Effect.asVoid),
         configSet: (key, value) => run(`CONFIG SET ${key}`, (c) => c.call("CONFIG", "SET", key, value)).pipe(Effect.asVoid),
-        killClients: Effect.zipWith(
-          run("CLIENT KILL TYPE normal", (c) => c.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")),
-          run("CLIENT KILL TYPE pubsub", (c) => c.call("CLIENT", "KILL", "TYPE", "pubsub", "SKIPME", "yes")),
-          (a, b) => Number(a) + Number(b)
-        ),
+        killClients: Effect.gen(function* () {
+          const listed = yield* run("CLIENT LIST", (c) =>
+            Promise.all([c.call("CLIENT", "LIST", "TYPE", "normal"), c.call("CLIENT", "LIST", "TYPE", "pubsub")])
+          )
+          const ids = clientsToClose(listed.map(String).join("\n"), options.auth?.username)
+          if (ids.length === 0) return 0
+          // One id each (a client gone meanwhile counts 0): the filter form answers a count.
+          const killed = yield* run("CLIENT KILL", (c) =>
+            Promise.all(ids.map((id) => c.call("CLIENT", "KILL", "ID", id).catch(() => 0)))
+          )
+          return killed.reduce<number>((n, k) => n + Number(k), 0)
+        }),
         closed: Effect.async<void>((resume) => {
           const onClose = () => resume(Effect.void)
           client.once("close", onClose)
@@ -510,6 +519,27 @@ export const makeWith = (options: RedisClientOptions): RedisService => ({
       } satisfies RedisConnection
     })
 })
+
+/**
+ * The ids of the application's connections in CLIENT LIST output: all but the dictators' own,
+ * named "dictator…" or logged in as `dictatorUser` (an ACL user other than `default`).
+ */
+export const clientsToClose = (clientList: string, dictatorUser: string | undefined): ReadonlyArray<string> => {
+  const ids: Array<string> = []
+  for (const line of clientList.split(/\r?\n/)) {
+    const fields = new Map<string, string>()
+    for (const part of line.trim().split(" ")) {
+      const eq = part.indexOf("=")
+      if (eq > 0) fields.set(part.slice(0, eq), part.slice(eq + 1))
+    }
+    const id = fields.get("id")
+    if (id === undefined || !/^\d+$/.test(id)) continue
+    if ((fields.get("name") ?? "").startsWith("dictator")) continue
+    if (dictatorUser !== undefined && dictatorUser !== "default" && fields.get("user") === dictatorUser) continue
+    ids.push(id)
+  }
+  return ids
+}
 
 export const make: RedisService = makeWith({})
 

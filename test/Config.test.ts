@@ -42,7 +42,9 @@ const defaults: DictatorConfigData = {
   http_legacy_get: false,
   max_lag_on_failover: 1048576,
   quorum: null,
-  failsafe: false
+  failsafe: false,
+  kill_clients_on_role_change: true,
+  on_role_change_timeout_ms: 10000
 }
 
 const ok = (text: string, file = FILE): LoadedConfig => {
@@ -91,6 +93,14 @@ describe("parseConfig: valid files", () => {
     expect(ok(`{"node": {}}`).config.node).toEqual(defaults.node)
   })
 
+  it("refuses an on_role_change that is not a non-empty argv array", () => {
+    for (const bad of ['"/bin/hook arg"', "[]", '[""]', "[1]"]) {
+      expect(err(`{"on_role_change": ${bad}}`).message, bad).toContain('key "on_role_change"')
+    }
+    expect(err('{"on_role_change_timeout_ms": 50}').message).toContain("between 100 and 600000")
+    expect(err('{"announce_port": 0}').message).toContain("port between 1 and 65535")
+  })
+
   it("keeps every explicit value", () => {
     const all = {
       svc_name: "cache-1.eu_west",
@@ -113,6 +123,11 @@ describe("parseConfig: valid files", () => {
       max_lag_on_failover: -1,
       quorum: 3,
       failsafe: true,
+      kill_clients_on_role_change: false,
+      announce_host: "203.0.113.7",
+      announce_port: 16379,
+      on_role_change: ["/usr/local/bin/hook", "--quiet"],
+      on_role_change_timeout_ms: 100,
       node: { name: "redis-1", host: "db1.example", port: 65535, loading_timeout: 0.5, priority: 0 }
     }
     expect(ok(JSON.stringify(all)).config).toEqual(all)

@@ -86,7 +86,8 @@ const masterStatus: NodeStatus = {
   health: healthy(masterInfo),
   plan: { _tag: "BeMaster" },
   members: [member("redis1", "master", 5000), member("redis2", "replica", 4000)],
-  maintenance: false
+  maintenance: false,
+  lag: null
 }
 
 const replicaStatus: NodeStatus = {
@@ -95,7 +96,8 @@ const replicaStatus: NodeStatus = {
   role: "replica",
   session: { status: "connected", sessionId: "2000def", generation: 1, since: 0 },
   health: healthy(replicaInfo()),
-  plan: { _tag: "Follow", master: { ...MASTER_ADDR, name: "redis1" } }
+  plan: { _tag: "Follow", master: { ...MASTER_ADDR, name: "redis1" } },
+  lag: { _tag: "Seconds", seconds: 0.25 }
 }
 
 describe("checkMaster", () => {
@@ -154,7 +156,20 @@ describe("checkReplica and ?lag=", () => {
       ok: false,
       reason: "1000 bytes behind the master, more than 999"
     })
-    expect(checkReplica(replicaStatus, parseLag("5s")).ok).toBe(false)
+  })
+
+  it("lag in seconds: the measured upper bound against ?lag=; unknown or beyond every sample fails", () => {
+    expect(checkReplica(replicaStatus, parseLag("1s"))).toEqual({ ok: true, reason: "replica, at most 0.250 s behind" })
+    expect(checkReplica(replicaStatus, parseLag("250ms")).ok).toBe(true)
+    expect(checkReplica(replicaStatus, parseLag("200ms"))).toEqual({ ok: false, reason: "up to 0.250 s behind the master, more than 0.2 s" })
+    expect(checkReplica({ ...replicaStatus, lag: { _tag: "AtLeast", seconds: 0.1 } }, parseLag("5s"))).toEqual({
+      ok: false,
+      reason: "more than 0.100 s behind the master"
+    })
+    expect(checkReplica({ ...replicaStatus, lag: { _tag: "Unknown", reason: "the master's offset was not read yet" } }, parseLag("5s")).reason).toBe(
+      "lag in seconds unknown: the master's offset was not read yet"
+    )
+    expect(checkReplica({ ...replicaStatus, lag: null }, parseLag("5s")).ok).toBe(false)
   })
 
   it.each<[string, NodeStatus, string]>([
@@ -218,7 +233,10 @@ const nodeWith = (status: NodeStatus): DictatorNodeService => ({
     Effect.sync(() => {
       failsafeAsked.push(request)
       return request.master === "redis9" ? { yes: true, reason: "vouched" } : { yes: false, reason: "this node reaches ZooKeeper" }
-    })
+    }),
+  metrics: Effect.succeed({ contentType: "text/plain", text: "" }),
+  countHttp: () => Effect.void,
+  countSentinel: () => Effect.void
 })
 
 const handler = (ready: NodeReady) => HttpApp.toWebHandler(router(ready))

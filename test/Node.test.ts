@@ -590,6 +590,9 @@ describe("Node: disable and enable", () => {
         expect(yield* n1.api.disable).toBe(false)
         yield* c.waitUntil("n3 follows n2", () => follows(c, n3, n2), { within: 1000 })
 
+        // The handover's last consequence: its clients closed a check interval after the new master is seen.
+        yield* c.waitUntil("n1 closed its Redis's clients after the handover", () =>
+          Effect.map(commandsOf(c, n1, mark), (cs) => cs.includes("CLIENT KILL TYPE pubsub SKIPME yes")), { within: 2000 })
         // Somebody turns its Redis into a master by hand: a disabled node does not interfere.
         const manual = yield* c.world.service.connect(n1.address, "1 second")
         yield* manual.replicaOf(null)

@@ -4,7 +4,7 @@
  * candidate act first. Winning (creating the master znode) is the controller's action.
  */
 import { Context, Effect, Either, Layer, Option } from "effect"
-import { DictatorConfig } from "../Config.js"
+import { announcedAddress, DictatorConfig } from "../Config.js"
 import { Event } from "../domain/Controller.js"
 import { type Candidate, candidacy, deposedMaster, quorumOf, rankCandidates } from "../domain/Election.js"
 import type { MemberRecord } from "../domain/Records.js"
@@ -13,6 +13,7 @@ import type { ZkBadVersion, ZkFailure, ZkNoNode } from "../ZooKeeper.js"
 import { LocalHealth } from "./LocalHealth.js"
 import { Membership } from "./Membership.js"
 import { Peers } from "./Peers.js"
+import { RoleEvents } from "./RoleEvents.js"
 import { Store } from "./Store.js"
 import { supervised } from "./supervised.js"
 
@@ -46,7 +47,9 @@ export const make = Effect.gen(function* () {
   const local = yield* LocalHealth
   const membership = yield* Membership
   const scope = yield* Effect.scope
-  const self = { name: config.node.name, host: config.node.host, port: config.node.port }
+  const roles = yield* RoleEvents
+  // The master record names the announced address: what clients and the other hosts reach.
+  const self = { name: config.node.name, ...announcedAddress(config) }
   let lastNote = ""
 
   const candidateOf = (m: MemberRecord, deposed: string | null): Effect.Effect<Candidate> =>
@@ -153,6 +156,15 @@ export const make = Effect.gen(function* () {
         return [Event.Elected(), Event.Released()]
       }
       yield* Effect.logInfo(`promoting: ${reason} (epoch ${view._tag === "Present" ? view.epoch : "?"})`)
+      yield* roles.publish({
+        role: "master",
+        service: config.svc_name,
+        node: self.name,
+        master: self,
+        epoch: view._tag === "Present" ? view.epoch : null,
+        cause: "elected",
+        at: now
+      })
       yield* local.checkNow
       if (previous !== null && previous.record.name !== self.name) {
         yield* Effect.forkIn(demoteOrphan({ name: previous.record.name, address: previous.record }), scope)

@@ -5,7 +5,7 @@
  * controller state (role, ownership, our pause, min-replicas).
  */
 import { Context, Duration, Effect, FiberHandle, Layer, LogLevel, Option, Queue, Stream, type Subscribable, SubscriptionRef } from "effect"
-import { DictatorConfig } from "../Config.js"
+import { announcedAddress, DictatorConfig } from "../Config.js"
 import { Action, answerFailsafe, type ControllerState, Event, type FailsafeVerdict, initialState, type Settings, step } from "../domain/Controller.js"
 import { countVotes, quorumOf } from "../domain/Election.js"
 import { type FailsafeRequest, failsafeTimings } from "../domain/Failsafe.js"
@@ -16,6 +16,7 @@ import { LocalHealth, type LocalHealthService } from "./LocalHealth.js"
 import { controls, Mode, type ModeService } from "./Mode.js"
 import { Observer } from "./Observer.js"
 import { Peers, type PeersService } from "./Peers.js"
+import { RoleEvents, type RoleEventsService } from "./RoleEvents.js"
 import { Store, type StoreService } from "./Store.js"
 import { supervised } from "./supervised.js"
 
@@ -51,6 +52,9 @@ interface Deps {
   readonly peers: PeersService
   readonly mode: ModeService
   readonly campaign: CampaignService
+  readonly roles: RoleEventsService
+  /** Publishes a change of the local Redis's role (this node's name and service filled in). */
+  readonly changed: (role: "master" | "replica", master: MasterRecord, cause: "promoted" | "following") => Effect.Effect<void>
   /** One pending recheck of a master not promoted yet, however many passes ask for it. */
   readonly recheck: FiberHandle.FiberHandle<void, never>
   readonly wake: Queue.Queue<void>
@@ -105,11 +109,12 @@ const follower = (d: Deps) => {
       }
       yield* Effect.logInfo(`following master ${master.name}: REPLICAOF ${formatAddress(master)}`)
       yield* d.local.connection.replicaOf(master)
+      yield* d.changed("replica", master, "following")
     })
 }
 
 /** The only place where the step's actions become I/O. */
-const interpreter = (d: Deps, election: FiberHandle.FiberHandle<void, never>) => {
+const interpreter = (d: Deps, election: FiberHandle.FiberHandle<void, never>, self: MasterRecord) => {
   const replicateFrom = follower(d)
   const redis = d.local.connection
   return (action: Action, proof: Effect.Effect<boolean>) =>
@@ -122,6 +127,7 @@ const interpreter = (d: Deps, election: FiberHandle.FiberHandle<void, never>) =>
           if (needsProof && !(yield* proof)) return
           yield* Effect.logInfo("local Redis is not master but this node owns the master znode: REPLICAOF NO ONE")
           yield* redis.replicaOf(null)
+          yield* d.changed("master", { name: self.name, host: self.host, port: self.port }, "promoted")
         }),
       ReplicateFrom: ({ master }) => replicateFrom(master),
       PauseWrites: ({ reason }) =>
@@ -194,7 +200,7 @@ export const make = Effect.gen(function* () {
   const local = yield* LocalHealth
   const observer = yield* Observer
   const mode = yield* Mode
-  const self = { name: config.node.name, host: config.node.host, port: config.node.port, priority: config.node.priority }
+  const self = { name: config.node.name, ...announcedAddress(config), priority: config.node.priority }
   const settings: Settings = {
     fenceAfterMs: config.fence_after_ms,
     minReplicasToWrite: config.min_replicas_to_write,
@@ -211,8 +217,16 @@ export const make = Effect.gen(function* () {
       return [actions, next] as const
     })
   const feed = (event: Event) => Effect.asVoid(steps(event))
-  const deps: Deps = { store, local, peers: yield* Peers, mode, campaign: yield* Campaign, recheck: yield* FiberHandle.make<void, never>(), wake, feed, withPermit, state }
-  const perform = interpreter(deps, election)
+  const roles = yield* RoleEvents
+  const changed: Deps["changed"] = (role, master, cause) =>
+    Effect.gen(function* () {
+      const view = yield* store.master.get
+      const epoch = view !== null && view._tag === "Present" && view.record.name === master.name ? view.epoch : null
+      const at = yield* Effect.clockWith((c) => c.currentTimeMillis)
+      yield* roles.publish({ role, service: config.svc_name, node: config.node.name, master, epoch, cause, at })
+    })
+  const deps: Deps = { store, local, peers: yield* Peers, mode, campaign: yield* Campaign, roles, changed, recheck: yield* FiberHandle.make<void, never>(), wake, feed, withPermit, state }
+  const perform = interpreter(deps, election, self)
 
   const reconcile = Effect.gen(function* () {
     const m = yield* mode.get

@@ -8,14 +8,16 @@
  * handed to a lagging node silently: on shutdown the Redis stays fenced, and /disable is refused
  * with the reason, the node keeping its role. Run under the controller's permit.
  */
-import { Context, Data, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
+import { Cause, Clock, Context, Data, Duration, Effect, Either, Exit, Layer, Option, Schedule } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { Event } from "../domain/Controller.js"
 import type { MemberRecord, PresentMaster } from "../domain/Records.js"
 import { Controller, FENCE_PAUSE } from "./Controller.js"
 import { LocalHealth } from "./LocalHealth.js"
 import { Membership } from "./Membership.js"
+import { type HandoverOutcome, Metrics } from "./Metrics.js"
 import { Peers } from "./Peers.js"
+import { RoleEvents } from "./RoleEvents.js"
 import { Store } from "./Store.js"
 
 export class HandoverRefused extends Data.TaggedError("HandoverRefused")<{ readonly reason: string }> {
@@ -58,6 +60,8 @@ export const make = Effect.gen(function* () {
   const peers = yield* Peers
   const membership = yield* Membership
   const controller = yield* Controller
+  const roles = yield* RoleEvents
+  const metrics = yield* Metrics
   const selfName = config.node.name
   const within = Duration.millis(config.handover_timeout_ms)
 
@@ -85,18 +89,28 @@ export const make = Effect.gen(function* () {
   const follow = (successor: string) =>
     Effect.gen(function* () {
       const next = yield* waitFor(
-        Effect.map(store.readMaster, (v) => (v._tag === "Present" && v.record.name !== selfName ? Option.some(v.record) : Option.none())),
+        Effect.map(store.readMaster, (v) => (v._tag === "Present" && v.record.name !== selfName ? Option.some(v) : Option.none())),
         within
       )
       if (Option.isNone(next)) {
         yield* Effect.logWarning(`handover: ${successor} did not take over within ${config.handover_timeout_ms} ms; leaving writes paused`)
         return `handed over to ${successor}, which did not take over in time: writes left paused`
       }
-      yield* local.connection.replicaOf(next.value)
+      const { epoch, record } = next.value
+      yield* local.connection.replicaOf(record)
+      yield* roles.publish({
+        role: "replica",
+        service: config.svc_name,
+        node: selfName,
+        master: record,
+        epoch,
+        cause: "handover",
+        at: yield* Effect.clockWith((c) => c.currentTimeMillis)
+      })
       yield* local.connection.unpause
       yield* controller.feed(Event.Unpaused())
-      yield* Effect.logInfo(`handover done: ${next.value.name} is master; local Redis now replicates from it`)
-      return `handed over to ${next.value.name}; the local Redis replicates from it`
+      yield* Effect.logInfo(`handover done: ${record.name} is master; local Redis now replicates from it`)
+      return `handed over to ${record.name}; the local Redis replicates from it`
     })
 
   /** No replica can take the data: keep the role (disable) or stay fenced (shutdown). */
@@ -166,8 +180,10 @@ export const make = Effect.gen(function* () {
       return yield* follow(successor)
     })
 
-  const run = (cause: HandoverCause, options: HandoverOptions = {}) =>
-    Effect.gen(function* () {
+  const run = (cause: HandoverCause, options: HandoverOptions = {}) => Effect.flatMap(Clock.currentTimeMillis, (started) => {
+    const timed = (outcome: HandoverOutcome) =>
+      Effect.flatMap(Clock.currentTimeMillis, (t) => metrics.handover((t - started) / 1000, outcome))
+    return Effect.gen(function* () {
       yield* controller.stopCampaign
       const view = yield* store.master.get
       const session = yield* store.session.get
@@ -196,8 +212,17 @@ export const make = Effect.gen(function* () {
         (e) => Effect.fail(new HandoverRefused({ reason: e.message }))
       ),
       Effect.tapError((e) => Effect.logError(`handover failed: ${e.message}`)),
+      // Timed only when this node was master (a handover did run), by outcome.
+      // Interrupted too (an HTTP client that hung up on /disable interrupts it).
+      Effect.onExit((exit) =>
+        Exit.match(exit, {
+          onFailure: (cause) => timed(Cause.isInterruptedOnly(cause) ? "interrupted" : "refused"),
+          onSuccess: (said) => (said.startsWith("not the master") ? Effect.void : timed(said.startsWith("handed over") ? "handed-over" : "failed"))
+        })
+      ),
       Effect.annotateLogs({ loop: "handover" })
     )
+  })
 
   return { run } satisfies HandoverService
 })

@@ -4,7 +4,7 @@
  * every new session, and removed on the way out.
  */
 import { Context, Effect, Layer, Queue, Stream } from "effect"
-import { DictatorConfig } from "../Config.js"
+import { announcedAddress, DictatorConfig } from "../Config.js"
 import { lastInfo } from "../domain/Health.js"
 import { type MemberRecord, type Published, republish } from "../domain/Records.js"
 import { VERSION } from "../Version.js"
@@ -35,14 +35,16 @@ export const make = Effect.gen(function* () {
   let published: Published | null = null
   /** The duplicate that keeps this node out, as last said. */
   let refused: string | null = null
+  // What the others reach: the announced address (announce_host / announce_port), not node.host.
+  const announced = announcedAddress(config)
 
   const record = Effect.gen(function* () {
     const h = yield* local.health.get
     const info = lastInfo(h)
     return {
       name: config.node.name,
-      host: config.node.host,
-      port: config.node.port,
+      host: announced.host,
+      port: announced.port,
       priority: config.node.priority,
       healthy: h._tag === "Healthy",
       role: info?.role ?? "unknown",
@@ -51,7 +53,7 @@ export const make = Effect.gen(function* () {
       link_up: info?.linkUp ?? false,
       master_down: yield* observer.opinion.get,
       version: VERSION,
-      sentinel: config.sentinel_port === undefined ? null : `${config.node.host}:${config.sentinel_port}`,
+      sentinel: config.sentinel_port === undefined ? null : `${announced.host}:${config.sentinel_port}`,
       // Where the other dictators ask this one (failsafe mode): a URL, https with http_tls.
       http: `${config.http_tls === undefined ? "http" : "https"}://${config.node.host}:${config.http_port}`
     } satisfies MemberRecord

@@ -6,6 +6,7 @@
 import { Context, Duration, Effect, Layer, Option, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { type HealthState, nextHealth } from "../domain/Health.js"
+import { addSample, emptyHistory, type LagEstimate, lagSeconds, type OffsetHistory, prune } from "../domain/Lag.js"
 import { formatAddress, type RedisAddress } from "../Redis.js"
 import { checkOnce, untilNextCheck } from "./LocalHealth.js"
 import { Mode } from "./Mode.js"
@@ -16,6 +17,11 @@ import { supervised } from "./supervised.js"
 export interface ObserverService {
   /** Epoch of the master this node finds unreachable, or null. */
   readonly opinion: Subscribable.Subscribable<string | null>
+  /**
+   * This replica's lag in seconds for its Redis at `replicaOffset` (domain/Lag.ts): from the
+   * master's offsets read here every check interval, each with the time before its read.
+   */
+  readonly lag: (replicaOffset: number) => Effect.Effect<LagEstimate>
 }
 
 export class Observer extends Context.Tag("dictator/Observer")<Observer, ObserverService>() {}
@@ -28,6 +34,8 @@ export const make = Effect.gen(function* () {
   const interval = Duration.millis(config.check_interval_ms)
   const opinion = yield* SubscriptionRef.make<string | null>(null)
   let observed: { readonly epoch: string; readonly address: RedisAddress; state: HealthState } | null = null
+  /** The master's offsets over time, for the lag in seconds; reset with each new master epoch. */
+  let offsets: OffsetHistory = emptyHistory
 
   const withdraw = Effect.flatMap(SubscriptionRef.get(opinion), (o) => (o === null ? Effect.void : SubscriptionRef.set(opinion, null)))
 
@@ -39,11 +47,17 @@ export const make = Effect.gen(function* () {
     if (view.owner === session.sessionId || (yield* mode.get) !== "enabled") return yield* withdraw
     if (observed === null || observed.epoch !== view.epoch) {
       observed = { epoch: view.epoch, address: view.record, state: { _tag: "Unknown" } }
+      offsets = emptyHistory
       yield* withdraw
     }
     const obs = observed
+    const before = yield* Effect.clockWith((c) => c.currentTimeMillis)
     const result = yield* peers.use(view.record, checkOnce)
     const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+    // The time before the read: everything written before it is within the offset read.
+    if (result._tag === "Right" && result.right.role === "master") {
+      offsets = addSample(offsets, result.right.replid, { at: before, offset: result.right.offset })
+    }
     obs.state = nextHealth(obs.state, result, now, { downAfterMs: config.down_after_ms })
     const down = obs.state._tag === "Down" || obs.state._tag === "Loading"
     const current = yield* SubscriptionRef.get(opinion)
@@ -70,7 +84,14 @@ export const make = Effect.gen(function* () {
     })
   )
   yield* supervised("observer")(Effect.forever(Effect.zipRight(observeOnce, pause)))
-  return { opinion } satisfies ObserverService
+  const lag = (replicaOffset: number) =>
+    Effect.clockWith((c) =>
+      Effect.sync(() => {
+        offsets = prune(offsets, replicaOffset)
+        return lagSeconds(offsets, replicaOffset, c.unsafeCurrentTimeMillis())
+      })
+    )
+  return { opinion, lag } satisfies ObserverService
 })
 
 export const layer = Layer.scoped(Observer, make)

@@ -33,6 +33,8 @@ export interface SentinelOptions {
   readonly idleTimeoutMs?: number
   readonly requestTimeoutMs?: number
   readonly maxOutputBytes?: number
+  /** Called with each request's command name (metrics); none by default. */
+  readonly onCommand?: (command: string) => void
 }
 
 export const defaults = {
@@ -129,6 +131,7 @@ export const listen = (options: SentinelOptions): Effect.Effect<Endpoint, Sentin
         if (closing) return
         const result = parser.feed(chunk)
         for (const args of result.commands) {
+          options.onCommand?.(args[0] ?? "")
           const outcome = execute(conn.state, context(), args)
           send(conn, outcome.replies)
           if (outcome.close) {
@@ -215,15 +218,24 @@ export const follow = (endpoint: Endpoint, node: DictatorNodeService, options: S
 export const layer = <E, R>(options: SentinelOptions, node: Layer.Layer<DictatorNode, E, R>) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
-      const endpoint = yield* listen(options)
+      // Requests are counted in the node's metrics once it is built.
+      let count: ((command: string) => void) | null = null
+      const endpoint = yield* listen({ ...options, onCommand: (c) => count?.(c) })
       const loop = yield* Ref.make<Option.Option<Fiber.RuntimeFiber<void>>>(Option.none())
       // Registered before the node is built, so it runs after the node's finalizers.
       yield* Effect.addFinalizer(() =>
         Effect.flatMap(Ref.get(loop), (f) => (Option.isSome(f) ? Fiber.interrupt(f.value) : Effect.void))
       )
       return Layer.tap(node, (context) =>
-        Effect.flatMap(Effect.forkDaemon(followLoop(endpoint, Context.get(context, DictatorNode), options)), (f) =>
-          Ref.set(loop, Option.some(f))
+        Effect.flatMap(
+          Effect.sync(() => {
+            const built = Context.get(context, DictatorNode)
+            count = (c) => Effect.runSync(built.countSentinel(c))
+          }),
+          () =>
+            Effect.flatMap(Effect.forkDaemon(followLoop(endpoint, Context.get(context, DictatorNode), options)), (f) =>
+              Ref.set(loop, Option.some(f))
+            )
         )
       )
     })

@@ -38,7 +38,10 @@ const serve = (guard: Http.MutationGuard, tls?: { cert: string; key: string }): 
         statusNow: Effect.die("status is not used here"),
         enable: Effect.sync(() => (calls.enable++, true)),
         disable: Effect.sync(() => (calls.disable++, true)),
-        failsafe: () => Effect.succeed({ yes: false, reason: "failsafe is not used here" })
+        failsafe: () => Effect.succeed({ yes: false, reason: "failsafe is not used here" }),
+        metrics: Effect.succeed({ contentType: "text/plain", text: "" }),
+        countHttp: () => Effect.void,
+        countSentinel: () => Effect.void
       })
     )
     yield* Layer.launch(Http.layer({ host: "0.0.0.0", port, guard, ...(tls === undefined ? {} : { tls }) }, node)).pipe(

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Logger, LogLevel, Option } from "effect"
 import * as Redis from "../../src/Redis.js"
-import { redisServer, type RedisServer, waitUntil } from "../support/servers.js"
+import { oneShotRedis, redisServer, type RedisServer, waitUntil } from "../support/servers.js"
 import { makeCerts, tlsServerLines } from "../support/tls.js"
 import { LEAST_ACL } from "../support/acl.js"
 
@@ -117,6 +117,34 @@ describe("Redis layer with an ACL user", () => {
 })
 
 describe("the least ACL", () => {
+  it.scopedLive("is enough to close the applications' connections on a role change, never the dictators' own", () =>
+    Effect.gen(function* () {
+      const lines = [`user dictator on >${PASSWORD} ${LEAST_ACL}`, `user app on >${PASSWORD} +@all ~* &*`, "user default off"]
+      const server = yield* redisServer({ configLines: lines, access: { username: "app", password: PASSWORD } })
+      const dictatorAuth = { auth: { username: "dictator", password: PASSWORD } }
+      const conn = yield* connect(server, dictatorAuth)
+      // Another dictator's connection (a peer checking this Redis): unnamed under the least ACL, kept by its user.
+      const peer = yield* connect(server, dictatorAuth)
+      const app = oneShotRedis({ host: server.host, port: server.port }, { connectTimeoutMs: 2000, access: { username: "app", password: PASSWORD } })
+      let appClosed = false
+      app.on("error", () => {})
+      app.on("close", () => {
+        appClosed = true
+      })
+      yield* Effect.acquireRelease(Effect.promise(() => app.connect()), () => Effect.sync(() => app.disconnect()))
+      yield* Effect.promise(() => app.ping())
+      expect(yield* conn.killClients).toBe(1)
+      yield* waitUntil("the application's connection closed", Effect.sync(() => (appClosed ? Option.some(true) : Option.none())), {
+        timeout: "5 seconds",
+        interval: "50 millis"
+      })
+      // The dictators' connections still answer, without reconnecting.
+      yield* conn.ping
+      yield* peer.ping
+      expect(yield* conn.killClients).toBe(0)
+    })
+  )
+
   it.scopedLive("needs +psync: without it a replica authenticating as the dictators' user never links", () =>
     Effect.gen(function* () {
       const withoutPsync = LEAST_ACL.split(" ").filter((p) => p !== "+psync").join(" ")

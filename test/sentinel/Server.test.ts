@@ -291,7 +291,10 @@ describe("sentinel endpoint: follow", () => {
         statusNow: Effect.sync(() => current as unknown as NodeStatus),
         enable: Effect.succeed(false),
         disable: Effect.succeed(false),
-        failsafe: () => Effect.succeed({ yes: false, reason: "not asked here" })
+        failsafe: () => Effect.succeed({ yes: false, reason: "not asked here" }),
+        metrics: Effect.succeed({ contentType: "text/plain", text: "" }),
+        countHttp: () => Effect.void,
+        countSentinel: () => Effect.void
       }
       const scope = Effect.runSync(Scope.make())
       try {
