@@ -3,7 +3,7 @@
  * Redis's health, the peers, the observer of the master, the member record, the campaign, the
  * controller and the handover. Here only the lifecycle: status, enable, disable, shutdown.
  */
-import { Clock, Context, Effect, Layer } from "effect"
+import { Clock, Context, Effect, Fiber, Layer } from "effect"
 import { DictatorConfig } from "./Config.js"
 import { Event, type FailsafeVerdict, type Plan, type Role } from "./domain/Controller.js"
 import type { FailsafeRequest } from "./domain/Failsafe.js"
@@ -107,6 +107,7 @@ const services = (() => {
 })()
 
 const lifecycle = Effect.gen(function* () {
+  const nodeScope = yield* Effect.scope
   const { config } = yield* DictatorConfig
   const store = yield* Store.Store
   const local = yield* LocalHealth.LocalHealth
@@ -195,17 +196,25 @@ const lifecycle = Effect.gen(function* () {
       return true
     }),
     failsafe: controller.answerFailsafe,
-    disable: controller.withPermit(
-      Effect.gen(function* () {
-        if ((yield* mode.get) !== "enabled") return false
-        yield* Effect.logInfo("disabled: leaving the election; the local Redis is no longer managed")
-        yield* mode.set("handing-over")
-        yield* Effect.tapError(handover.run("disable"), () => mode.set("enabled"))
-        yield* membership.remove
-        yield* mode.set("disabled")
-        yield* controller.feed(Event.Disabled())
-        return true
-      })
+    // In a fiber of the node's scope, joined: an HTTP client that hangs up interrupts its wait,
+    // never a handover half-way (writes paused, the znode still ours); shutdown still stops it.
+    disable: Effect.flatMap(
+      Effect.forkIn(
+        controller.withPermit(
+          Effect.gen(function* () {
+            if ((yield* mode.get) !== "enabled") return false
+            yield* Effect.logInfo("disabled: leaving the election; the local Redis is no longer managed")
+            yield* mode.set("handing-over")
+            yield* Effect.tapError(handover.run("disable"), () => mode.set("enabled"))
+            yield* membership.remove
+            yield* mode.set("disabled")
+            yield* controller.feed(Event.Disabled())
+            return true
+          })
+        ),
+        nodeScope
+      ),
+      Fiber.join
     )
   })
 })

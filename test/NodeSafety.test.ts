@@ -3,7 +3,7 @@
  * one way a node could let two Redis servers take writes, or lose acknowledged writes.
  */
 import { describe, expect, it, vi } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { Effect, Fiber, TestClock } from "effect"
 import type { RedisAddress } from "../src/Redis.js"
 import { type Cluster, type ClusterNode, makeCluster, type NodeSpec, withTestSettings } from "./support/cluster.js"
 
@@ -166,6 +166,24 @@ describe("Node safety: the graceful handover never hands the data to a lagging r
         yield* c.stop(n1)
         expect((yield* c.world.inspect(n1.address)).paused).toBe(true)
         expect(c.logs.some((l) => l.node === "n1" && l.message.includes("rather than handing its data to a lagging replica"))).toBe(true)
+      })
+    ))
+})
+
+describe("Node safety: /disable whose HTTP client hangs up", () => {
+  it.scoped("the handover still runs to its end: the waiting caller is interrupted, not the handover half-way (writes paused, the znode still ours)", () =>
+    withTestSettings(
+      Effect.gen(function* () {
+        const c = yield* makeCluster()
+        const [n1] = yield* threeNodes(c)
+        yield* c.world.write(n1.address, 10)
+        const caller = yield* Effect.fork(n1.api.disable)
+        // The handover has begun (writes paused on n1) when the client goes away.
+        yield* c.waitUntil("n1 paused by its handover", () => Effect.map(c.world.inspect(n1.address), (s) => s.paused), { within: 2000, step: 1 })
+        yield* Fiber.interrupt(caller)
+        yield* c.waitUntil("another node master", () => c.masterName() !== "n1" && c.masterName() !== null, { within: 5000, step: 10 })
+        yield* c.waitUntil("n1 disabled", () => Effect.map(n1.api.status, (s) => !s.enabled), { within: 2000, step: 10 })
+        yield* c.waitUntil("n1 a replica, unpaused", () => Effect.map(c.world.inspect(n1.address), (s) => s.role === "replica" && !s.paused), { within: 5000, step: 10 })
       })
     ))
 })
