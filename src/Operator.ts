@@ -8,6 +8,7 @@ import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Clock, Console, Data, Duration, Effect, Either, Logger, LogLevel, Option, Schedule, type Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import { readFileSync } from "node:fs"
+import { request as httpsRequest } from "node:https"
 import * as os from "node:os"
 import { DEFAULT_CONFIG } from "./Cli.js"
 import { type DictatorConfigData, parseConfig, resolveZkAuth } from "./Config.js"
@@ -356,6 +357,26 @@ const resume = Command.make(
 // ---------------------------------------------------------------------------------------------
 // status
 
+/**
+ * GET over HTTPS from the local daemon (http_tls), certificate not verified: its certificate is
+ * issued for the names other hosts use, not for loopback, and this read sends no credential
+ * (GET /status is open) to a listener of this very host.
+ */
+const httpsGet = (url: string, signal: AbortSignal): Promise<{ status: number; body: string }> =>
+  new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { rejectUnauthorized: false, signal }, (res) => {
+      let body = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => {
+        if (body.length < 1_000_000) body += chunk
+      })
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }))
+      res.on("error", reject)
+    })
+    req.on("error", reject)
+    req.end()
+  })
+
 const status = Command.make(
   "status",
   {
@@ -367,9 +388,13 @@ const status = Command.make(
     Effect.gen(function* () {
       const data = yield* readConfig(Option.getOrElse(config, () => DEFAULT_CONFIG))
       const host = data.http_host === "0.0.0.0" ? "127.0.0.1" : data.http_host === "::" ? "::1" : data.http_host
-      const url = `http://${host.includes(":") ? `[${host}]` : host}:${data.http_port}/status${json ? "?format=json" : ""}`
+      const tls = data.http_tls
+      const url = `${tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${data.http_port}/status${json ? "?format=json" : ""}`
       const response = yield* Effect.tryPromise({
-        try: (signal) => fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeout * 1000)]) }).then(async (r) => ({ status: r.status, body: await r.text() })),
+        try: (signal) =>
+          tls === undefined
+            ? fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeout * 1000)]) }).then(async (r) => ({ status: r.status, body: await r.text() }))
+            : httpsGet(url, AbortSignal.any([signal, AbortSignal.timeout(timeout * 1000)])),
         catch: (e) => new OperatorError({ message: `the dictator at ${url} is unreachable (${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}); is it running?`, exitCode: 1 })
       })
       if (response.status !== 200) return yield* fail(`the dictator at ${url} answered ${response.status}: ${response.body.trim()}`)

@@ -13,9 +13,12 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option, Redacted, type Scope } from "effect"
 import * as http from "node:http"
 import * as https from "node:https"
+import { writeFileSync } from "node:fs"
 import { networkInterfaces } from "node:os"
+import { join } from "node:path"
 import * as Http from "../../src/Http.js"
-import { DictatorNode } from "../../src/Node.js"
+import { DictatorNode, type NodeStatus } from "../../src/Node.js"
+import * as Operator from "../../src/Operator.js"
 import { freePort, HarnessError } from "../support/servers.js"
 import { makeCerts } from "../support/tls.js"
 
@@ -27,15 +30,34 @@ interface Calls {
 }
 
 /** Serves the API with `guard` (and `tls`) on 0.0.0.0:port for the scope; counts mutations. */
-const serve = (guard: Http.MutationGuard, tls?: { cert: string; key: string }): Effect.Effect<{ port: number; calls: Calls }, never, Scope.Scope> =>
+/** What the status endpoints answer here: a node that has decided nothing yet. */
+const statusOf: NodeStatus = {
+  name: "redis1",
+  service: "ops",
+  role: "starting",
+  enabled: true,
+  session: { status: "connected", sessionId: "1000abc", generation: 1, since: 0 },
+  master: null,
+  health: { _tag: "Unknown" },
+  plan: null,
+  members: [],
+  maintenance: false,
+  lag: null
+}
+
+const serve = (
+  guard: Http.MutationGuard,
+  tls?: { cert: string; key: string },
+  status?: NodeStatus
+): Effect.Effect<{ port: number; calls: Calls }, never, Scope.Scope> =>
   Effect.gen(function* () {
     const port = yield* freePort
     const calls: Calls = { enable: 0, disable: 0 }
     const node = Layer.succeed(
       DictatorNode,
       DictatorNode.of({
-        status: Effect.die("status is not used here"),
-        statusNow: Effect.die("status is not used here"),
+        status: status === undefined ? Effect.die("status is not used here") : Effect.succeed(status),
+        statusNow: status === undefined ? Effect.die("status is not used here") : Effect.succeed(status),
         enable: Effect.sync(() => (calls.enable++, true)),
         disable: Effect.sync(() => (calls.disable++, true)),
         failsafe: () => Effect.succeed({ yes: false, reason: "failsafe is not used here" }),
@@ -167,5 +189,24 @@ describe("protected HTTP API on a real server", () => {
       // A plain-HTTP client gets no HTTP answer from the TLS listener.
       const plain = yield* request({ port, path: "/ping" }).pipe(Effect.either)
       expect(plain._tag === "Left" || plain.right.status !== 200).toBe(true)
+    }))
+
+  it.scopedLive("dictator status speaks HTTPS to a daemon with http_tls", () =>
+    Effect.gen(function* () {
+      const certs = yield* makeCerts
+      const { port } = yield* serve(Http.DEFAULT_GUARD, { cert: certs.pem(certs.serverCert), key: certs.pem(certs.serverKey) }, statusOf)
+      const file = join(certs.dir, "dictator.conf")
+      writeFileSync(
+        file,
+        JSON.stringify({ svc_name: "ops", zk_hosts: ["127.0.0.1:2181"], http_host: "0.0.0.0", http_port: port, http_tls: { cert_file: certs.serverCert, key_file: certs.serverKey } })
+      )
+      const out: Array<string> = []
+      const write = process.stdout.write
+      process.stdout.write = ((chunk: string) => (out.push(String(chunk)), true)) as typeof process.stdout.write
+      const code = yield* Effect.scoped(Operator.run(["status", `--config=${file}`, "--json"])).pipe(
+        Effect.ensuring(Effect.sync(() => void (process.stdout.write = write)))
+      )
+      expect(code).toBe(0)
+      expect(JSON.parse(out.join(""))).toMatchObject({ name: "redis1", service: "ops" })
     }))
 })
