@@ -10,32 +10,14 @@ import {
   Event,
   type FailsafeQuestion,
   initialState,
-  type Self,
-  type Settings,
   step
 } from "../../src/domain/Controller.js"
 import { failsafeTimings } from "../../src/domain/Failsafe.js"
 import type { HealthState } from "../../src/domain/Health.js"
-import type { MasterView, PresentMaster } from "../../src/domain/Records.js"
+import type { MasterView } from "../../src/domain/Records.js"
 import type { SessionInfo } from "../../src/ZooKeeper.js"
-import { masterInfo, replicaInfo } from "./fixtures.js"
+import { connected, disconnected, masterInfo, mine, present, replicaInfo, self, settings, theirs } from "./fixtures.js"
 
-const ME = "aaa1"
-const THEM = "bbb2"
-const self: Self = { name: "n1", host: "10.0.0.1", port: 6379, priority: 100 }
-const settings: Settings = { fenceAfterMs: 1000, minReplicasToWrite: 1, minReplicasMaxLag: 2 }
-const connected: SessionInfo = { status: "connected", sessionId: ME, generation: 1, since: 0 }
-const disconnected = (since: number): SessionInfo => ({ ...connected, status: "disconnected", since })
-const present = (name: string, host: string, owner: string, epoch = "500"): PresentMaster => ({
-  _tag: "Present",
-  record: { name, host, port: 6379 },
-  version: 0,
-  epoch,
-  owner,
-  epochVersion: 1
-})
-const mine = present("n1", "10.0.0.1", ME)
-const theirs = present("n2", "10.0.0.2", THEM)
 const asMaster: HealthState = { _tag: "Healthy", info: masterInfo({ replicas: [{ host: "10.0.0.2", port: 6379, state: "online", offset: 1000 }] }), at: 0 }
 const followingThem: HealthState = { _tag: "Healthy", info: replicaInfo("10.0.0.2", 6379), at: 0 }
 
