@@ -17,8 +17,10 @@ import {
   awaitNewMaster,
   describeOverlaps,
   fmtMs,
+  killMasterRedis,
   layer as topology,
   masterOf,
+  newWritableAfter,
   scenario,
   summary
 } from "./topology.js"
@@ -32,26 +34,11 @@ const expectSound = (o: Outcome<unknown>, failed: string, restartWindowMs = REST
   expect(o.report.maxUnplacedMs, "a restarted Redis writable before its dictator placed it").toBeLessThanOrEqual(restartWindowMs)
 }
 
-/** Time from the fault to the first write a server other than the failed one accepted. */
-const newWritableAfter = (o: Outcome<{ readonly faultAt: number; readonly oldPort: number }>) => {
-  const first = o.checker.firstAcceptSince(o.result.faultAt, o.result.oldPort)
-  return first === undefined ? undefined : first.at - o.result.faultAt
-}
-
 layer(topology("chaos-failover"), { timeout: "120 seconds", excludeTestServices: true })("chaos: process deaths", (it) => {
   it.effect("a. kill -9 the master's Redis: a replica takes over; restarted, it rejoins as a replica", () =>
     Effect.gen(function* () {
       const t = yield* Topo
-      const o = yield* scenario(t, "a", ({ before }) =>
-        Effect.gen(function* () {
-          const old = masterOf(t, before)
-          const faultAt = yield* Clock.currentTimeMillis
-          yield* old.redis.kill9
-          yield* awaitNewMaster(t, old.name)
-          yield* old.redis.start
-          return { faultAt, oldPort: old.redis.port, old: old.name }
-        })
-      )
+      const o = yield* scenario(t, "a", killMasterRedis)
       console.log(summary("a. kill -9 master redis", o, { "new writable master after": fmtMs(newWritableAfter(o)) }))
       expectSound(o, o.result.old)
     })

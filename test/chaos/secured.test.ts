@@ -11,10 +11,10 @@
  */
 import { expect, layer } from "@effect/vitest"
 import * as path from "node:path"
-import { Clock, Effect, Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { LEAST_ACL } from "../support/acl.js"
 import { tempDir, writeFile } from "../support/servers.js"
-import { awaitNewMaster, describeOverlaps, FENCING_WINDOW_MS, fmtMs, makeTopology, masterOf, RESTART_WINDOW_MS, scenario, summary, Topo } from "./topology.js"
+import { describeOverlaps, FENCING_WINDOW_MS, fmtMs, killMasterRedis, makeTopology, newWritableAfter, RESTART_WINDOW_MS, scenario, summary, Topo } from "./topology.js"
 
 const REDIS_PASSWORD = "chaos-redis-s3cret"
 
@@ -41,18 +41,8 @@ layer(securedTopology, { timeout: "150 seconds", excludeTestServices: true })("c
   it.effect("a. kill -9 the master's Redis: a replica takes over, no acknowledged write lost; restarted, it rejoins as a replica", () =>
     Effect.gen(function* () {
       const t = yield* Topo
-      const o = yield* scenario(t, "secured-a", ({ before }) =>
-        Effect.gen(function* () {
-          const old = masterOf(t, before)
-          const faultAt = yield* Clock.currentTimeMillis
-          yield* old.redis.kill9
-          yield* awaitNewMaster(t, old.name)
-          yield* old.redis.start
-          return { faultAt, oldPort: old.redis.port, old: old.name }
-        })
-      )
-      const first = o.checker.firstAcceptSince(o.result.faultAt, o.result.oldPort)
-      console.log(summary("secured a. kill -9 master redis", o, { "new writable master after": fmtMs(first === undefined ? undefined : first.at - o.result.faultAt) }))
+      const o = yield* scenario(t, "secured-a", killMasterRedis)
+      console.log(summary("secured a. kill -9 master redis", o, { "new writable master after": fmtMs(newWritableAfter(o)) }))
       expect(o.after.master.name, "a new master").not.toBe(o.result.old)
       expect(o.after.replicas, "the failed node rejoined as a replica").toContain(o.result.old)
       expect(o.after.replicas).toHaveLength(2)

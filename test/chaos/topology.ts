@@ -197,6 +197,23 @@ export const awaitNewMaster = (t: Topology, oldName: string, timeout: Duration.D
     { timeout, interval: "50 millis" }
   )
 
+/** Scenario a's fault: kill -9 the master's Redis, wait for another writable master, start it again. */
+export const killMasterRedis = ({ before, t }: Workload) =>
+  Effect.gen(function* () {
+    const old = masterOf(t, before)
+    const faultAt = yield* Clock.currentTimeMillis
+    yield* old.redis.kill9
+    yield* awaitNewMaster(t, old.name)
+    yield* old.redis.start
+    return { faultAt, oldPort: old.redis.port, old: old.name }
+  })
+
+/** Time from the fault to the first write a server other than the failed one accepted. */
+export const newWritableAfter = (o: Outcome<{ readonly faultAt: number; readonly oldPort: number }>) => {
+  const first = o.checker.firstAcceptSince(o.result.faultAt, o.result.oldPort)
+  return first === undefined ? undefined : first.at - o.result.faultAt
+}
+
 export const sinceMs = (t0: number) => Effect.map(Clock.currentTimeMillis, (t) => t - t0)
 
 // ---------------------------------------------------------------------------------------------
