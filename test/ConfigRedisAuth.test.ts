@@ -1,21 +1,9 @@
 /** Issue 9: the `redis_auth` and `redis_tls` keys, and reading the secrets they name at start. */
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
-import { ConfigError, parseConfig, resolveRedisSecrets, type DictatorConfigData, type SecretSources } from "../src/Config.js"
+import { ConfigError, resolveRedisSecrets, type SecretSources } from "../src/Config.js"
 
-const FILE = "/etc/dictator/dictator.conf"
-
-const decode = (extra: Record<string, unknown>) => parseConfig(FILE, JSON.stringify({ svc_name: "s", ...extra }))
-const ok = (extra: Record<string, unknown>): DictatorConfigData => {
-  const r = decode(extra)
-  if (Either.isLeft(r)) throw new Error(`expected a valid config, got: ${r.left.message}`)
-  return r.right.config
-}
-const err = (extra: Record<string, unknown>): string => {
-  const r = decode(extra)
-  if (Either.isRight(r)) throw new Error(`expected a ConfigError, got: ${JSON.stringify(r.right.config)}`)
-  return r.left.message
-}
+import { decode, err, FILE, ok } from "./support/configCases.js"
 
 const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 

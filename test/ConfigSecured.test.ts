@@ -2,26 +2,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either, Option, Redacted } from "effect"
 import {
-  type DictatorConfigData,
-  parseConfig,
   resolveHttpSecrets,
   resolveZkAuth,
   type SecretSources
 } from "../src/Config.js"
 
-const FILE = "/etc/dictator/dictator.conf"
-
-const decode = (extra: Record<string, unknown>) => parseConfig(FILE, JSON.stringify({ svc_name: "s", ...extra }))
-const ok = (extra: Record<string, unknown>): DictatorConfigData => {
-  const r = decode(extra)
-  if (Either.isLeft(r)) throw new Error(`expected a valid config, got: ${r.left.message}`)
-  return r.right.config
-}
-const err = (extra: Record<string, unknown>): string => {
-  const r = decode(extra)
-  if (Either.isRight(r)) throw new Error(`expected a ConfigError, got: ${JSON.stringify(r.right.config)}`)
-  return r.left.message
-}
+import { err, FILE, ok } from "./support/configCases.js"
 
 const sources = (files: Record<string, string>, env: Record<string, string> = {}): SecretSources => ({
   env,
