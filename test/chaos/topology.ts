@@ -68,13 +68,14 @@ export const RESTART_WINDOW_MS = 1000
 export const HOST_RESTART_WINDOW_MS = 5000
 
 /**
- * Most writes a stale client on a frozen old master may see acknowledged after the new master
- * became writable. The stale client keeps one write in flight; when the frozen host wakes up,
- * its Redis may execute the command already in its socket before it reads that its replicas
- * have left (min-replicas-to-write then refuses) and before its dictator, woken too, sees it lost
- * the znode. Nothing sent after that reply may be acknowledged.
+ * How long after a frozen old master wakes up a stale client on it may still see writes
+ * acknowledged (README, How failover works: "The window"). When the host wakes, its Redis runs
+ * the command already in its socket, and keeps taking writes on its cached count of good
+ * replicas (Redis refreshes it in its replication cron, once a second) until its dictator, woken
+ * too, sees it lost the znode and pauses it: the liveness loop's next turn (at most 125 ms) and
+ * one CLIENT PAUSE round trip. Any write acknowledged later than this fails the scenario.
  */
-export const STALE_ACK_BOUND = 1
+export const STALE_ACK_WINDOW_MS = 250
 
 /** Timings the scenarios derive their waits from: the defaults of src/Config.ts, which the harness keeps. */
 export const DOWN_AFTER_MS = 1000
