@@ -70,8 +70,8 @@ export const HOST_RESTART_WINDOW_MS = 5000
 /**
  * How long after a frozen old master wakes up a stale client on it may still see writes
  * acknowledged (README, How failover works: "The window"). When the host wakes, its Redis runs
- * the command already in its socket, and keeps taking writes on its cached count of good
- * replicas (Redis refreshes it in its replication cron, once a second) until its dictator, woken
+ * the command already in its socket, and keeps taking writes on its count of good replicas from
+ * before the freeze (refreshed by its replication cron or a replica's report) until its dictator, woken
  * too, sees it lost the znode and pauses it: the liveness loop's next turn (at most 125 ms) and
  * one CLIENT PAUSE round trip. Any write acknowledged later than this fails the scenario.
  */
