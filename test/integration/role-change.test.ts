@@ -316,7 +316,12 @@ describe("role changes on real servers", () => {
         timeout: "10 seconds",
         interval: "100 millis"
       })
-      expect((yield* b.http("/replica")).status).toBe(200)
+      // Its dictator's own view catches up within a check or two of the link coming up.
+      yield* waitUntil(
+        "b's /replica check passing",
+        Effect.map(b.http("/replica"), (r) => (r.status === 200 ? Option.some(r) : Option.none())),
+        { timeout: "10 seconds", interval: "100 millis" }
+      )
       const status = JSON.parse((yield* httpRequest(b.httpPort, "/status?format=json")).body) as { members: ReadonlyArray<{ name: string }> }
       expect(status.members.map((x) => x.name).sort()).toEqual(["a", "b"])
     }),
