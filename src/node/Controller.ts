@@ -18,12 +18,14 @@ import { Observer } from "./Observer.js"
 import { Peers, type PeersService } from "./Peers.js"
 import { RoleEvents, type RoleEventsService } from "./RoleEvents.js"
 import { Store, type StoreService } from "./Store.js"
-import { supervised } from "./supervised.js"
+import { type Periodic, periodic, supervised } from "./supervised.js"
 
 /** Long enough to outlive any outage we fence through; lifted explicitly when we act again. */
 export const FENCE_PAUSE = Duration.hours(1)
 /** How soon a follower looks again at a new master that was not promoted yet. */
 const PROMOTION_RECHECK = Duration.millis(5)
+/** The period of a settled controller's passes (every input wakes it anyway). */
+const SETTLED_PERIOD = Duration.seconds(1)
 /** A record naming a server that never gets promoted (another program's) is followed after this. */
 const PROMOTION_WAIT_MAX = 1000
 
@@ -253,15 +255,25 @@ export const make = Effect.gen(function* () {
     const proof = yield* Effect.cached(store.confirmOwnership)
     // In order; a failed action stops the rest (the next pass decides again).
     yield* Effect.forEach(actions, (a) => perform(a, proof), { discard: true })
+    return actions
   })
 
-  yield* supervised("controller")(
-    Effect.forever(
-      Effect.raceFirst(Queue.take(wake), Effect.sleep(Duration.millis(config.check_interval_ms))).pipe(
-        Effect.zipRight(withPermit(reconcile).pipe(Effect.catchAll((e) => Effect.logWarning(`action failed, will retry: ${e.message}`))))
-      )
+  /**
+   * Every input is a stream that wakes the controller, so a pass without a change of input only
+   * matters where time decides: the fence of a master away from ZooKeeper, failsafe's grants and
+   * holds, an action to retry. Then passes come every check interval; otherwise every second.
+   */
+  const settled = (actions: ReadonlyArray<Action>) =>
+    Effect.map(Effect.zip(store.session.get, state.get), ([session, s]) =>
+      session.status === "connected" && s.grant === null && s.hold === null && !s.reconfirm && actions.every((a) => a._tag === "Log")
     )
-  )
+  const pass = (self: Periodic) =>
+    withPermit(reconcile).pipe(
+      Effect.flatMap((actions) => (actions === undefined ? Effect.succeed(true) : settled(actions))),
+      Effect.catchAll((e) => Effect.as(Effect.logWarning(`action failed, will retry: ${e.message}`), false)),
+      Effect.flatMap((quiet) => self.every(quiet ? SETTLED_PERIOD : Duration.millis(config.check_interval_ms)))
+    )
+  yield* periodic("controller", pass, Duration.millis(config.check_interval_ms), wake)
   const wakeOn = (changes: Stream.Stream<unknown>) => Stream.runForEach(changes, () => Queue.offer(wake, undefined))
   const inputs: ReadonlyArray<Stream.Stream<unknown>> = [
     local.health.changes,

@@ -6,7 +6,7 @@ import { Context, Duration, Effect, Either, Layer, type Subscribable, Subscripti
 import { DictatorConfig } from "../Config.js"
 import { describeHealth, type HealthState, nextHealth, sameHealth } from "../domain/Health.js"
 import { formatAddress, MIN_REDIS_VERSION, Redis, type RedisConnection, supportsWritePause } from "../Redis.js"
-import { supervised } from "./supervised.js"
+import { type Periodic, periodic, supervised } from "./supervised.js"
 
 /** Past the client's first reconnect attempt (20 ms, see Redis.ts), which tells refused from alive. */
 const RECHECK_AFTER_CLOSE = Duration.millis(30)
@@ -24,12 +24,11 @@ export class LocalHealth extends Context.Tag("dictator/LocalHealth")<LocalHealth
 export const checkOnce = (conn: RedisConnection) => Effect.either(conn.check)
 
 /**
- * The pause between two checks, cut short when the server drops the connection: a killed Redis
- * is then checked right after the client's first reconnect attempt (refused), not a whole
- * interval later.
+ * Wakes `checks` whenever the server drops the connection: a killed Redis is then checked right
+ * after the client's first reconnect attempt (refused), not up to a whole interval later.
  */
-export const untilNextCheck = (conn: RedisConnection, interval: Duration.Duration) =>
-  Effect.raceFirst(Effect.sleep(interval), Effect.zipRight(conn.closed, Effect.sleep(RECHECK_AFTER_CLOSE)))
+export const checkAgainOnClose = (conn: RedisConnection, checks: Periodic) =>
+  Effect.forever(Effect.zipRight(Effect.zipRight(conn.closed, Effect.sleep(RECHECK_AFTER_CLOSE)), checks.wake))
 
 export const make = Effect.gen(function* () {
   const { config } = yield* DictatorConfig
@@ -71,7 +70,8 @@ export const make = Effect.gen(function* () {
     return next
   })
 
-  yield* supervised("health")(Effect.forever(Effect.zipRight(checkNow, untilNextCheck(connection, interval))))
+  const checks = yield* periodic("health", Effect.asVoid(checkNow), interval)
+  yield* supervised("health-closed")(checkAgainOnClose(connection, checks))
   return { connection, health, checkNow } satisfies LocalHealthService
 })
 

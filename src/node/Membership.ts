@@ -3,7 +3,7 @@
  * vote against an unreachable master. Written when it changes (domain/Records.republish), on
  * every new session, and removed on the way out.
  */
-import { Context, Effect, Layer, Queue, Stream } from "effect"
+import { Context, Duration, Effect, Layer, Stream } from "effect"
 import { announcedAddress, DictatorConfig } from "../Config.js"
 import { lastInfo } from "../domain/Health.js"
 import { type MemberRecord, type Published, republish } from "../domain/Records.js"
@@ -12,7 +12,10 @@ import { LocalHealth } from "./LocalHealth.js"
 import { Mode } from "./Mode.js"
 import { Observer } from "./Observer.js"
 import { Store } from "./Store.js"
-import { inOwnFiber, supervised } from "./supervised.js"
+import { inOwnFiber, periodic, supervised } from "./supervised.js"
+
+/** How often the record is looked at again without a change of its inputs. */
+const REFRESH = Duration.seconds(1)
 
 export interface MembershipService {
   /** The record as it would be written now. */
@@ -31,7 +34,6 @@ export const make = Effect.gen(function* () {
   const mode = yield* Mode
   const now = Effect.clockWith((c) => c.currentTimeMillis)
   const startedAt = yield* now
-  const wake = yield* Queue.sliding<void>(1)
   let published: Published | null = null
   /** The duplicate that keeps this node out, as last said. */
   let refused: string | null = null
@@ -87,51 +89,53 @@ export const make = Effect.gen(function* () {
     return store.removeMember(config.node.name)
   }).pipe(Effect.catchAll((e) => Effect.logWarning(`cannot remove the member record: ${e.message}`)))
 
-  const offer = Queue.offer(wake, undefined)
   let failing: string | undefined
-  yield* supervised("member")(
-    Effect.forever(
-      Effect.raceFirst(Queue.take(wake), Effect.sleep(`${config.check_interval_ms} millis`)).pipe(
-        Effect.zipRight(
-          Effect.suspend(() => {
-            const before = published
-            return Effect.map(publishOnce, () => published !== before)
-          }).pipe(
-            // Once per reason, not once per tick (a NoAuth lasts until the operator fixes zk_auth).
-            Effect.tap((wrote) =>
-              Effect.suspend(() => {
-                refused = null
-                if (failing === undefined || !wrote) return Effect.void
-                failing = undefined
-                return Effect.logInfo("member record published again")
-              })
-            ),
-            Effect.catchAll((e) => {
-              if (e._tag === "DuplicateNode") {
-                // Said once while it lasts: not a candidate, not a voter, until the other one leaves.
-                if (refused === e.message) return Effect.void
-                refused = e.message
-                return Effect.logError(`not joining: ${e.message}`)
-              }
-              if (e.message === failing) return Effect.void
-              failing = e.message
-              return Effect.logWarning(`cannot publish member record: ${e.message}`)
-            })
-          )
+  const pass = Effect.suspend(() => {
+    const before = published
+    return Effect.map(publishOnce, () => published !== before)
+  }).pipe(
+    // Once per reason, not once per tick (a NoAuth lasts until the operator fixes zk_auth).
+    Effect.tap((wrote) =>
+      Effect.suspend(() => {
+        refused = null
+        if (failing === undefined || !wrote) return Effect.void
+        failing = undefined
+        return Effect.logInfo("member record published again")
+      })
+    ),
+    Effect.catchAll((e) => {
+      if (e._tag === "DuplicateNode") {
+        // Said once while it lasts: not a candidate, not a voter, until the other one leaves.
+        if (refused === e.message) return Effect.void
+        refused = e.message
+        return Effect.logError(`not joining: ${e.message}`)
+      }
+      if (e.message === failing) return Effect.void
+      failing = e.message
+      return Effect.logWarning(`cannot publish member record: ${e.message}`)
+    })
+  )
+  // A change of the record's inputs wakes the loop. A new session is looked at within a check
+  // interval, not at once: the record of a node whose session expired comes back after the others
+  // have had their election without it. The slow period only refreshes an offset held back by
+  // OFFSET_REFRESH_MS.
+  const interval = Duration.millis(config.check_interval_ms)
+  const member = yield* periodic(
+    "member",
+    (self) =>
+      Effect.zipRight(
+        pass,
+        Effect.flatMap(store.session.get, (session) =>
+          self.every(failing === undefined && published !== null && published.generation === session.generation ? REFRESH : interval)
         )
-      )
-    )
-  )
-  // Published at once when the health state changes kind, the vote changes, or the node rejoins.
-  yield* supervised("member-wake")(
-    Stream.merge(
-      Stream.merge(
-        local.health.changes.pipe(Stream.map((h) => h._tag), Stream.changes),
-        observer.opinion.changes
       ),
-      mode.changes
-    ).pipe(Stream.runForEach(() => offer))
+    interval
   )
+  const inputs: ReadonlyArray<Stream.Stream<unknown>> = [local.health.changes, observer.opinion.changes, mode.changes]
+  yield* supervised("member-wake")(
+    Effect.forEach(inputs, (changes) => Stream.runForEach(changes, () => member.wake), { concurrency: "unbounded", discard: true })
+  )
+  yield* supervised("member-session")(Stream.runForEach(store.session.changes, () => member.every(interval)))
   yield* Effect.addFinalizer(() => inOwnFiber(remove.pipe(Effect.timeout("2 seconds"), Effect.ignore)))
   return { record, remove } satisfies MembershipService
 })

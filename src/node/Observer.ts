@@ -3,16 +3,16 @@
  * one, and this node's vote against it (the master's epoch) when it is down. The only writer of
  * the vote, which the member record publishes.
  */
-import { Context, Duration, Effect, Layer, Option, type Subscribable, SubscriptionRef } from "effect"
+import { Context, Duration, Effect, FiberHandle, Layer, type Subscribable, SubscriptionRef } from "effect"
 import { DictatorConfig } from "../Config.js"
 import { type HealthState, nextHealth } from "../domain/Health.js"
 import { addSample, emptyHistory, type LagEstimate, lagSeconds, type OffsetHistory, prune } from "../domain/Lag.js"
 import { formatAddress, type RedisAddress } from "../Redis.js"
-import { checkOnce, untilNextCheck } from "./LocalHealth.js"
+import { checkAgainOnClose, checkOnce } from "./LocalHealth.js"
 import { Mode } from "./Mode.js"
 import { Peers } from "./Peers.js"
 import { Store } from "./Store.js"
-import { supervised } from "./supervised.js"
+import { type Periodic, periodic } from "./supervised.js"
 
 export interface ObserverService {
   /** Epoch of the master this node finds unreachable, or null. */
@@ -36,19 +36,31 @@ export const make = Effect.gen(function* () {
   let observed: { readonly epoch: string; readonly address: RedisAddress; state: HealthState } | null = null
   /** The master's offsets over time, for the lag in seconds; reset with each new master epoch. */
   let offsets: OffsetHistory = emptyHistory
+  /** Checks the master again when its server drops our connection; the epoch it watches. */
+  const closeWatch = yield* FiberHandle.make<void, never>()
+  let watching: string | null = null
 
   const withdraw = Effect.flatMap(SubscriptionRef.get(opinion), (o) => (o === null ? Effect.void : SubscriptionRef.set(opinion, null)))
 
-  const observeOnce = Effect.gen(function* () {
+  const observeOnce = (checks: Periodic) => Effect.gen(function* () {
     const view = yield* store.master.get
     const session = yield* store.session.get
     if (view === null || view._tag !== "Present") return
     // Our own master, or not taking part: no opinion about it.
-    if (view.owner === session.sessionId || (yield* mode.get) !== "enabled") return yield* withdraw
+    if (view.owner === session.sessionId || (yield* mode.get) !== "enabled") {
+      watching = null
+      yield* FiberHandle.clear(closeWatch)
+      return yield* withdraw
+    }
     if (observed === null || observed.epoch !== view.epoch) {
       observed = { epoch: view.epoch, address: view.record, state: { _tag: "Unknown" } }
       offsets = emptyHistory
       yield* withdraw
+    }
+    if (watching !== view.epoch) {
+      watching = view.epoch
+      // Held for as long as this master is watched: the connection stays open between checks.
+      yield* FiberHandle.run(closeWatch, peers.use(view.record, (conn) => checkAgainOnClose(conn, checks)))
     }
     const obs = observed
     const before = yield* Effect.clockWith((c) => c.currentTimeMillis)
@@ -77,13 +89,7 @@ export const make = Effect.gen(function* () {
     }
   })
 
-  const pause = Effect.suspend(() =>
-    Option.match(Option.fromNullable(observed), {
-      onNone: () => Effect.sleep(interval),
-      onSome: (o) => peers.use(o.address, (conn) => untilNextCheck(conn, interval))
-    })
-  )
-  yield* supervised("observer")(Effect.forever(Effect.zipRight(observeOnce, pause)))
+  yield* periodic("observer", observeOnce, interval)
   const lag = (replicaOffset: number) =>
     Effect.clockWith((c) =>
       Effect.sync(() => {
