@@ -38,6 +38,7 @@ import {
   type DictatorProcess,
   type RedisServer,
   dictator,
+  dictatorNodeArgs,
   redisServer,
   repoRoot,
   waitUntil,
@@ -352,7 +353,7 @@ export const runFootprint = (opts: FootprintOptions): Effect.Effect<{ rows: Read
       rows,
       settings: {
         zookeeper: { servers: 1, tickTime: 2000, znodes: Number(m.zk_znode_count), watches: Number(m.zk_watch_count) },
-        dictator: { settings: opts.config, logLevel: "INFO", nodeArgs: process.env.DICTATOR_NODE_ARGS ?? "" },
+        dictator: { settings: opts.config, logLevel: "INFO", nodeArgs: dictatorNodeArgs().join(" ") },
         sentinel: { quorum: 2, downAfterMs: 1000 },
         warmupS,
         minutes: opts.minutes,

@@ -37,9 +37,10 @@ interface Finished {
 }
 
 /** Runs the binary to completion (≤ 30 s, then SIGKILL). */
-const runBin = (args: ReadonlyArray<string>): Effect.Effect<Finished> =>
+const runBin = (args: ReadonlyArray<string>, command: { readonly file: string; readonly env?: Record<string, string> } = { file: process.execPath }): Effect.Effect<Finished> =>
   Effect.async<Finished>((resume) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] })
+    const argv = command.file === process.execPath ? [MAIN, ...args] : args
+    const child = spawn(command.file, argv, { env: { ...childEnv(), ...command.env }, stdio: ["ignore", "pipe", "pipe"] })
     let stdout = ""
     let stderr = ""
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
@@ -114,6 +115,40 @@ describe("command line", () => {
     Effect.gen(function* () {
       const r = yield* runBin(["--version"])
       expect(r).toEqual({ code: 0, stdout: `dictator ${VERSION}\n`, stderr: "" })
+    })
+  )
+
+  it.live("the package's `dictator` bin runs the bundle with the V8 flags of bin/node-options; DICTATOR_NODE_OPTIONS replaces them", () =>
+    Effect.gen(function* () {
+      const bin = { file: path.join(repoRoot(), "bin", "dictator") }
+      expect(yield* runBin(["--version"], bin)).toEqual({ code: 0, stdout: `dictator ${VERSION}\n`, stderr: "" })
+      // The flags reach node: one it refuses fails the start, and the default set is what node sees.
+      const bogus = yield* runBin(["--version"], { ...bin, env: { DICTATOR_NODE_OPTIONS: "--no-such-v8-flag-here" } })
+      expect(bogus.code).not.toBe(0)
+      expect(bogus.stderr).toContain("--no-such-v8-flag-here")
+    })
+  )
+
+  it.scopedLive("the `dictator` bin's daemon is node with the flags of bin/node-options (its /proc cmdline)", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const port = yield* freePort
+      // ZooKeeper nowhere: the daemon keeps retrying, long enough to be looked at.
+      const file = yield* writeConfig(dir, "dictator.conf", JSON.stringify({ svc_name: "bin-flags", zk_hosts: ["127.0.0.1:1"], http_port: port, node: { name: "a", port: 1 } }))
+      const child = spawn(path.join(repoRoot(), "bin", "dictator"), [`--config=${file}`], { env: childEnv(), stdio: "ignore" })
+      yield* Effect.addFinalizer(() => Effect.sync(() => void child.kill("SIGKILL")))
+      const flags = readFileSync(path.join(repoRoot(), "bin", "node-options"), "utf8").trim().split(/\s+/)
+      // The shell execs node in place: same pid, node's command line once the exec happened.
+      const cmdline = yield* waitUntil(
+        "the bin to exec node",
+        Effect.sync(() => {
+          const argv = readFileSync(`/proc/${child.pid}/cmdline`, "utf8").split("\0")
+          return argv.some((a) => a.endsWith("dictator.cjs")) ? Option.some(argv) : Option.none()
+        })
+      )
+      expect(path.basename(cmdline[0] ?? "")).toBe("node")
+      expect(cmdline.slice(1, 1 + flags.length)).toEqual(flags)
+      expect(cmdline).toContain(`--config=${file}`)
     })
   )
 

@@ -16,7 +16,8 @@
  * - `JAVA`: the java binary (default `java`); `REDIS_SERVER`: the redis-server binary.
  * - `DICTATOR_MAIN`: the dictator entry point (default `<repo>/dist/dictator.cjs`, the bundle
  *   `npm run build` makes and the `dictator` bin runs; `dist/src/main.js` is the unbundled one).
- * - `DICTATOR_NODE_ARGS`: node flags given before it (space-separated), for measurements.
+ * - `DICTATOR_NODE_ARGS`: node flags given before it (space-separated), for measurements; by
+ *   default those of the `dictator` bin (bin/node-options).
  * - `HARNESS_ECHO=1`: also copy every child's output, line-prefixed, to this process's stderr.
  * - `HARNESS_DETACH=1`: spawn children in their own process group, so a terminal's Ctrl-C reaches
  *   only this process, which then stops them in order (the demo sets it). Default: same group,
@@ -848,6 +849,13 @@ export const httpRequest = (
   })
 
 /**
+ * The node flags a dictator runs with: the `dictator` bin's (bin/node-options), so tests and
+ * benchmarks run what ships, or DICTATOR_NODE_ARGS for measurements (`--cpu-prof`, V8 flags).
+ */
+export const dictatorNodeArgs = (): ReadonlyArray<string> =>
+  (process.env.DICTATOR_NODE_ARGS ?? readFileSync(path.join(repoRoot(), "bin", "node-options"), "utf8")).split(/\s+/).filter((a) => a.length > 0)
+
+/**
  * Writes a config file in the original JSON format into a temp dir and runs the built dictator
  * (`node dist/dictator.cjs --config=FILE`); resolves when its HTTP /ping answers 200 (≤ 20 s).
  */
@@ -904,8 +912,7 @@ export const dictator = (opts: {
       label: `dictator:${opts.name}`,
       ...(opts.placement === undefined ? {} : { netns: opts.placement.netns }),
       command: process.execPath,
-      // DICTATOR_NODE_ARGS: extra node flags for measurements (`--cpu-prof`, V8 flags).
-      args: [...(process.env.DICTATOR_NODE_ARGS ?? "").split(" ").filter((a) => a.length > 0), main, `--config=${configPath}`],
+      args: [...dictatorNodeArgs(), main, `--config=${configPath}`],
       cwd: dir,
       env,
       ready: httpRequest(httpPort, "/ping", "GET", 1000, host).pipe(
