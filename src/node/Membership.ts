@@ -131,7 +131,13 @@ export const make = Effect.gen(function* () {
       ),
     interval
   )
-  const inputs: ReadonlyArray<Stream.Stream<unknown>> = [local.health.changes, observer.opinion.changes, mode.changes]
+  // The health's kind only: a change of offset or link alone is written with the next period (or a
+  // check interval later while the record is not settled), not in the middle of a failover.
+  const inputs: ReadonlyArray<Stream.Stream<unknown>> = [
+    local.health.changes.pipe(Stream.map((h) => h._tag), Stream.changes),
+    observer.opinion.changes,
+    mode.changes
+  ]
   yield* supervised("member-wake")(
     Effect.forEach(inputs, (changes) => Stream.runForEach(changes, () => member.wake), { concurrency: "unbounded", discard: true })
   )
