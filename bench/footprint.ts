@@ -204,7 +204,9 @@ export const measure = (
             }),
         ...(slope(s) === undefined ? {} : { rssSlopeMbPerHour: round(slope(s), 2)! }),
         ...(c0 === undefined || c1 === undefined ? {} : { cpuPercent: round(((c1 - c0) / elapsedS) * 100, 3)! }),
-        ...(r0 === undefined || r1 === undefined ? {} : { zkRequestsPerS: round((r1 - r0) / elapsedS, 3)! })
+        // `cons` counts per connection: a session that moved to another server starts again from 0.
+        ...(r0 === undefined || r1 === undefined || r1 < r0 ? {} : { zkRequestsPerS: round((r1 - r0) / elapsedS, 3)! }),
+        ...(r0 !== undefined && r1 !== undefined && r1 < r0 ? { note: "ZooKeeper session reconnected during the run: req/s unknown" } : {})
       }
     })
   })

@@ -226,6 +226,17 @@ const zkStats = (servers: ReadonlyArray<ZkServer>): Effect.Effect<ReadonlyArray<
     })
   )
 
+/** Which server (id) each session is connected to now, from every server's `cons`. */
+const sessionServers = (servers: ReadonlyArray<ZkServer>): Effect.Effect<Map<string, number>> =>
+  Effect.promise(async () => {
+    const out = new Map<string, number>()
+    for (const s of servers) {
+      const text = await fourLetters(s.clientPort, "cons")
+      for (const m of text.matchAll(/sid=0x([0-9a-f]+)/gi)) out.set(m[1]!.toLowerCase().replace(/^0+(?=.)/, ""), s.id)
+    }
+    return out
+  })
+
 const median = (xs: ReadonlyArray<number>): number | undefined => {
   if (xs.length === 0) return undefined
   const s = [...xs].sort((a, b) => a - b)
@@ -245,7 +256,10 @@ interface ScaleReport {
   dictatorIdle?: {
     rows: ReadonlyArray<Figures>
     seconds: number
-    zkRequestsPerS: number
+    /** Undefined when a session moved to another server meanwhile (`cons` counts per connection). */
+    zkRequestsPerS: number | undefined
+    sessionServers: Record<string, { start: number | null; end: number | null }>
+    sessionsReconnected: ReadonlyArray<string>
     zkPacketsPerS: number
     sessionPingsPerS: number
     znodes: number
@@ -264,6 +278,8 @@ interface ScaleReport {
     mastersSeenFenced: number
     /** Longest time one master's node showed a role other than master (at the polls' 250 ms resolution). */
     longestFenceMs: number
+    /** The roles those masters' nodes showed instead (count of polls × nodes). */
+    fencedRoles: Record<string, number>
     sessionsLost: ReadonlyArray<string>
     restartedMs: number
   }
@@ -294,6 +310,7 @@ const watchMasters = (procs: ReadonlyArray<DictatorProcess>, services: ReadonlyA
     const seen = new Map<string, Set<string>>(services.map((s) => [s, new Set<string>()]))
     const fencedSince = new Map<string, number>()
     const fencedMs = new Map<string, number>()
+    const fencedRoles = new Map<string, number>()
     const closeFence = (s: string, now: number) => {
       const since = fencedSince.get(s)
       if (since === undefined) return
@@ -311,7 +328,10 @@ const watchMasters = (procs: ReadonlyArray<DictatorProcess>, services: ReadonlyA
           const n = v.get(s)
           if (n?.master !== undefined) seen.get(s)!.add(n.master)
           // The master's own node in a role other than master: writes paused (fenced / handing over).
-          if (n !== undefined && n.master !== undefined && n.masterName === n.name && n.role !== "master") fenced = true
+          if (n !== undefined && n.master !== undefined && n.masterName === n.name && n.role !== "master") {
+            fenced = true
+            fencedRoles.set(n.role, (fencedRoles.get(n.role) ?? 0) + 1)
+          }
         }
         if (fenced && !fencedSince.has(s)) fencedSince.set(s, now)
         if (!fenced) closeFence(s, now)
@@ -319,7 +339,7 @@ const watchMasters = (procs: ReadonlyArray<DictatorProcess>, services: ReadonlyA
       yield* Effect.sleep(Duration.millis(Math.max(0, Math.min(everyMs, until() - Date.now()))))
     }
     for (const s of [...fencedSince.keys()]) closeFence(s, Date.now())
-    return { seen, fencedMs, polls }
+    return { seen, fencedMs, fencedRoles, polls }
   })
 
 export const runScale = (
@@ -378,20 +398,28 @@ export const runScale = (
       ...ens.servers.map((s) => ({ what: `zookeeper #${s.id}`, pid: s.pid }))
     ]
     const zkStart = yield* zkStats(ens.servers)
+    const on0 = yield* sessionServers(ens.servers)
     const zkReq0 = yield* Effect.promise(() => receivedBySession(zkPorts))
     const ti = Date.now()
     const rows = yield* measure(watched, opts.idleSeconds / 60, zkPorts)
     const zkReq1 = yield* Effect.promise(() => receivedBySession(zkPorts))
     const zkEnd = yield* zkStats(ens.servers)
+    const on1 = yield* sessionServers(ens.servers)
     const idleS = (Date.now() - ti) / 1000
     const ourSessions = sessions.filter((s): s is string => s !== undefined)
+    // Per connection: a session that moved to another server counts from 0 there (then unknown).
+    const moved = ourSessions.filter((s) => on0.get(s) !== on1.get(s) || (zkReq1.get(s) ?? 0) < (zkReq0.get(s) ?? 0))
     const reqDelta = ourSessions.reduce((sum, s) => sum + ((zkReq1.get(s) ?? 0) - (zkReq0.get(s) ?? 0)), 0)
     const pktDelta = zkEnd.reduce((sum, z, i) => sum + (z.packetsReceived - zkStart[i]!.packetsReceived), 0)
     const timeoutMs = typeof opts.config.zk_session_timeout_ms === "number" ? opts.config.zk_session_timeout_ms : 6000
     report.dictatorIdle = {
       rows,
       seconds: round(idleS, 1)!,
-      zkRequestsPerS: round(reqDelta / idleS, 2)!,
+      zkRequestsPerS: moved.length > 0 ? undefined : round(reqDelta / idleS, 2)!,
+      sessionServers: Object.fromEntries(
+        HOSTS.map((h, i) => [h, { start: on0.get(sessions[i] ?? "") ?? null, end: on1.get(sessions[i] ?? "") ?? null }])
+      ),
+      sessionsReconnected: HOSTS.filter((_, i) => moved.includes(sessions[i] ?? "")),
       zkPacketsPerS: round(pktDelta / idleS, 2)!,
       // The client pings when a third of the session timeout passed without a request.
       sessionPingsPerS: round((3 * 3000) / timeoutMs, 2)!,
@@ -490,6 +518,7 @@ export const runScale = (
       changedServices: changedA,
       mastersSeenFenced: seenA.fencedMs.size,
       longestFenceMs: Math.max(0, ...seenA.fencedMs.values()),
+      fencedRoles: Object.fromEntries(seenA.fencedRoles),
       sessionsLost: HOSTS.filter((_, i) => sessionsA2[i] !== sessionsA[i]),
       restartedMs
     }
@@ -618,14 +647,14 @@ const scaleTable = (opts: ScaleOptions, r: ScaleReport): string => {
   if (r.dictatorIdle !== undefined) {
     const d = r.dictatorIdle
     out.push(
-      `ZooKeeper at idle: ${d.zkRequestsPerS} req/s from the 3 dictator sessions (their pings alone: ${d.sessionPingsPerS}/s), ${d.zkPacketsPerS} packets/s received by the ensemble (mntr), ${d.znodes} znodes, ${d.watches} watches (sum over servers: ${d.zk.end.map((z) => `#${z.id} ${z.state} ${z.watches}`).join(", ")})`
+      `ZooKeeper at idle: ${d.zkPacketsPerS} requests/s received by the ensemble (mntr zk_packets_received, all 3 sessions; their pings alone would be ${d.sessionPingsPerS}/s); from the sessions' cons: ${d.zkRequestsPerS === undefined ? `unknown (session of ${d.sessionsReconnected.join(",")} reconnected to another server during the run)` : `${d.zkRequestsPerS} req/s`}; sessions on servers ${JSON.stringify(d.sessionServers)}; ${d.znodes} znodes, ${d.watches} watches (sum over servers: ${d.zk.end.map((z) => `#${z.id} ${z.state} ${z.watches}`).join(", ")})`
     )
   }
   if (r.sentinelIdle !== undefined) out.push(`Sentinel: 3 sentinels saw all ${n} masters and each other ${r.sentinelIdle.convergedS} s after their start`)
   if (r.zkLeaderKilled !== undefined) {
     const a = r.zkLeaderKilled
     out.push(
-      `(a) ZooKeeper leader #${a.server} SIGKILLed: a leader again (#${a.newLeader}) after ${a.leaderAgainMs} ms; over ${a.watchedS} s (${a.polls} polls of every node): ${a.masterChanges} master changes${a.changedServices.length > 0 ? ` (${a.changedServices.join(",")})` : ""}, ${a.mastersSeenFenced} masters seen fenced (writes paused; longest ${a.longestFenceMs} ms at 250 ms polls), sessions lost: ${a.sessionsLost.length === 0 ? "none" : a.sessionsLost.join(",")}; restarted and back in ${a.restartedMs} ms`
+      `(a) ZooKeeper leader #${a.server} SIGKILLed: a leader again (#${a.newLeader}) after ${a.leaderAgainMs} ms; over ${a.watchedS} s (${a.polls} polls of every node): ${a.masterChanges} master changes${a.changedServices.length > 0 ? ` (${a.changedServices.join(",")})` : ""}, ${a.mastersSeenFenced} masters seen fenced (writes paused; longest ${a.longestFenceMs} ms at 250 ms polls; roles shown ${JSON.stringify(a.fencedRoles)}), sessions lost: ${a.sessionsLost.length === 0 ? "none" : a.sessionsLost.join(",")}; restarted and back in ${a.restartedMs} ms`
     )
   }
   if (r.hostKilled !== undefined) {
