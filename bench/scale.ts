@@ -32,7 +32,7 @@
  */
 process.env.HARNESS_DETACH = "1"
 
-import { readFileSync } from "node:fs"
+import { readFileSync, readdirSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -237,6 +237,15 @@ const sessionServers = (servers: ReadonlyArray<ZkServer>): Effect.Effect<Map<str
     return out
   })
 
+/** Open file descriptors of a process (its /proc/PID/fd entries); undefined when it is gone. */
+const openFds = (pid: number | undefined | "self"): number | undefined => {
+  try {
+    return pid === undefined ? undefined : readdirSync(`/proc/${pid}/fd`).length
+  } catch {
+    return undefined
+  }
+}
+
 const median = (xs: ReadonlyArray<number>): number | undefined => {
   if (xs.length === 0) return undefined
   const s = [...xs].sort((a, b) => a - b)
@@ -291,6 +300,8 @@ interface ScaleReport {
     needlessChanges: number
     needlessServices: ReadonlyArray<string>
   }
+  /** Open file descriptors: this process (2 pipes per child), each dictator process at idle. */
+  openFds?: { bench?: number | undefined; benchWithSentinel?: number | undefined; dictators?: Record<string, number | undefined> }
   hostRestarted?: { host: string; redisUpMs: number; processUpMs: number; convergedMs: number; masterChanges: number }
 }
 
@@ -405,6 +416,10 @@ export const runScale = (
     const zkReq1 = yield* Effect.promise(() => receivedBySession(zkPorts))
     const zkEnd = yield* zkStats(ens.servers)
     const on1 = yield* sessionServers(ens.servers)
+    report.openFds = {
+      bench: openFds("self"),
+      dictators: Object.fromEntries(HOSTS.map((h, i) => [h, openFds(procs[i]!.pid())]))
+    }
     const idleS = (Date.now() - ti) / 1000
     const ourSessions = sessions.filter((s): s is string => s !== undefined)
     // Per connection: a session that moved to another server counts from 0 there (then unknown).
@@ -468,6 +483,7 @@ export const runScale = (
           opts.idleSeconds / 60,
           []
         )
+        report.openFds = { ...report.openFds, benchWithSentinel: openFds("self") }
         report.sentinelIdle = { rows: sRows, seconds: opts.idleSeconds, convergedS: round(sConvergedS, 1)! }
       })
     )
@@ -648,6 +664,11 @@ const scaleTable = (opts: ScaleOptions, r: ScaleReport): string => {
     const d = r.dictatorIdle
     out.push(
       `ZooKeeper at idle: ${d.zkPacketsPerS} requests/s received by the ensemble (mntr zk_packets_received, all 3 sessions; their pings alone would be ${d.sessionPingsPerS}/s); from the sessions' cons: ${d.zkRequestsPerS === undefined ? `unknown (session of ${d.sessionsReconnected.join(",")} reconnected to another server during the run)` : `${d.zkRequestsPerS} req/s`}; sessions on servers ${JSON.stringify(d.sessionServers)}; ${d.znodes} znodes, ${d.watches} watches (sum over servers: ${d.zk.end.map((z) => `#${z.id} ${z.state} ${z.watches}`).join(", ")})`
+    )
+  }
+  if (r.openFds !== undefined) {
+    out.push(
+      `Open file descriptors: this bench ${r.openFds.bench ?? "-"} (${r.openFds.benchWithSentinel ?? "-"} with Sentinel's), dictator processes ${JSON.stringify(r.openFds.dictators)}; ulimit -n ${openFilesLimit()}`
     )
   }
   if (r.sentinelIdle !== undefined) out.push(`Sentinel: 3 sentinels saw all ${n} masters and each other ${r.sentinelIdle.convergedS} s after their start`)
