@@ -59,6 +59,7 @@ import {
   type FootprintOptions,
   REDIS_ARGS,
   type Watched,
+  cpuSeconds,
   field,
   figuresTable,
   footprintCase,
@@ -70,6 +71,7 @@ import {
   mntr,
   receivedBySession,
   round,
+  rssKb,
   sessionOf
 } from "./footprint.js"
 import { sentinelProcess } from "./sentinel.js"
@@ -300,6 +302,10 @@ interface ScaleReport {
     needlessChanges: number
     needlessServices: ReadonlyArray<string>
   }
+  /** Processes to describe when a phase fails (CPU since their start, RSS). */
+  live?: Array<{ readonly what: string; readonly pid: () => number | undefined; readonly since: number; readonly cpu0: number }>
+  /** The dictator processes when a phase failed: CPU since their start, RSS. */
+  atFailure?: ReadonlyArray<string>
   /** Open file descriptors: this process (2 pipes per child), each dictator process at idle. */
   openFds?: { bench?: number | undefined; benchWithSentinel?: number | undefined; dictators?: Record<string, number | undefined> }
   hostRestarted?: { host: string; redisUpMs: number; processUpMs: number; convergedMs: number; masterChanges: number }
@@ -385,6 +391,7 @@ export const runScale = (
         }),
       { concurrency: "unbounded" }
     )
+    report.live = procs.map((d) => ({ what: `dictator ${d.name}`, pid: d.pid, since: Date.now(), cpu0: cpuSeconds(d.pid()) ?? 0 }))
     const processesUpS = (Date.now() - t1) / 1000
     log(`scale: ${3 * n} redis-servers up in ${redisUpS.toFixed(1)} s, dictator processes answering in ${processesUpS.toFixed(1)} s; waiting ≤ ${convergeS} s for convergence`)
     const views0 = yield* awaitConvergence(procs, services, `${n} services converged (one master, two replicas, link up)`, convergeS)
@@ -641,7 +648,19 @@ export const runScale = (
       masterChanges: services.filter((s) => afterC.get(s)!.master !== (afterB.get(s)?.master ?? beforeB.get(s)!.master)).length
     }
     log(`scale: (c) ${JSON.stringify(report.hostRestarted)}`)
-  })
+  }).pipe(
+    // Before the scope closes: the processes are still there to be described.
+    Effect.tapErrorCause(() =>
+      Effect.sync(() => {
+        report.atFailure = (report.live ?? []).map((p) => {
+          const cpu = cpuSeconds(p.pid())
+          const rss = rssKb(p.pid())
+          const s = (Date.now() - p.since) / 1000
+          return `${p.what}: ${cpu === undefined ? "gone" : `${(((cpu - p.cpu0) / s) * 100).toFixed(1)} % of a core over the last ${s.toFixed(0)} s`}${rss === undefined ? "" : `, RSS ${(rss / 1024).toFixed(1)} MB`}`
+        })
+      })
+    )
+  )
 
 // ---------------------------------------------------------------------------------------------
 // Output
@@ -700,13 +719,17 @@ export const scaleCase = (opts: ScaleOptions, command: string): Effect.Effect<nu
     const result = yield* Effect.scoped(runScale(opts, report)).pipe(Effect.exit)
     const finished = new Date()
     if (Exit.isFailure(result) && Cause.isInterruptedOnly(result.cause)) return yield* Effect.interrupt
-    const error = Exit.isFailure(result) ? Cause.pretty(result.cause).split("\n")[0] : undefined
+    // The harness's errors carry the failing process's output: 40 lines of it.
+    const error = Exit.isFailure(result) ? Cause.pretty(result.cause).split("\n").slice(0, 40).join("\n") : undefined
     console.log("")
     console.log(
       `Scale benchmark — ${started.toISOString()} — ${opts.services} services × 3 nodes, 3 dictator processes, a 3-server ZooKeeper ensemble — ${os.cpus().length} CPUs, node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`
     )
     console.log(scaleTable(opts, report))
-    if (error !== undefined) console.log(`scale run failed: ${error}`)
+    if (error !== undefined) {
+      console.log(`scale run failed: ${error}`)
+      for (const line of report.atFailure ?? []) console.log(`  ${line}`)
+    }
     const dir = path.join(repoRoot(), "bench", "results")
     yield* Effect.promise(() => fs.mkdir(dir, { recursive: true }))
     const file = path.join(dir, `${started.toISOString().replace(/:/g, "-")}-scale.json`)
