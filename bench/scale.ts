@@ -176,15 +176,34 @@ const serviceConverged = (views: ReadonlyArray<Map<string, NodeView>>, svc: stri
 const awaitConvergence = (procs: ReadonlyArray<DictatorProcess>, services: ReadonlyArray<string>, what: string, timeoutS: number) =>
   Effect.gen(function* () {
     let last = 0
+    let lagging = ""
     return yield* waitUntil(
       what,
       Effect.map(snapshot(procs), (views) => {
-        last = services.filter((s) => serviceConverged(views, s)).length
-        return last === services.length ? Option.some(views) : Option.none()
+        const not = services.filter((s) => !serviceConverged(views, s))
+        last = services.length - not.length
+        // What each node of (up to 5 of) the services not converged shows, for the error.
+        lagging = not
+          .slice(0, 5)
+          .map(
+            (s) =>
+              `${s}: ${views
+                .map((v, i) => {
+                  const n = v.get(s)
+                  return n === undefined
+                    ? `${HOSTS[i]} -`
+                    : `${n.name} ${n.role} (master ${n.master ?? "none"}, redis ${n.redisState}${n.linkUp ? " link up" : ""}, ${n.replicas} replicas, ${n.members} members)`
+                })
+                .join("; ")}`
+          )
+          .join("\n")
+        return not.length === 0 ? Option.some(views) : Option.none()
       }),
       { timeout: Duration.seconds(timeoutS), interval: "500 millis" }
     ).pipe(
-      Effect.mapError((e) => new HarnessError({ message: `${e.message}: ${last} of ${services.length} services converged` }))
+      Effect.mapError(
+        (e) => new HarnessError({ message: `${e.message}: ${last} of ${services.length} services converged; not yet:\n${lagging}` })
+      )
     )
   })
 
