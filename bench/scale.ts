@@ -258,6 +258,28 @@ const sessionServers = (servers: ReadonlyArray<ZkServer>): Effect.Effect<Map<str
     return out
   })
 
+/**
+ * The dictators' log lines about `svcs` since `sinceMs` (at most `max` a service, WARN and above
+ * plus role changes), from the processes' captured output: why a master changed.
+ */
+const linesAbout = (procs: ReadonlyArray<DictatorProcess>, svcs: ReadonlyArray<string>, sinceMs: number, max = 40): Record<string, ReadonlyArray<string>> =>
+  Object.fromEntries(
+    svcs.map((svc) => {
+      const out: Array<string> = []
+      for (const d of procs) {
+        for (const line of d.output().split("\n")) {
+          if (!new RegExp(`service=${svc}(\\s|$)`).test(line)) continue
+          const t = /^timestamp=(\S+)/.exec(line)
+          if (t === null || Date.parse(t[1]!) < sinceMs) continue
+          if (!/level=(WARN|ERROR)|master|replica|fenc|candidate|elect/.test(line)) continue
+          out.push(`[${d.name}] ${line}`)
+        }
+      }
+      out.sort((a, b) => a.slice(a.indexOf("timestamp=")).localeCompare(b.slice(b.indexOf("timestamp="))))
+      return [svc, out.slice(0, max)]
+    })
+  )
+
 /** Open file descriptors of a process (its /proc/PID/fd entries); undefined when it is gone. */
 const openFds = (pid: number | undefined | "self"): number | undefined => {
   try {
@@ -310,6 +332,8 @@ interface ScaleReport {
     longestFenceMs: number
     /** The roles those masters' nodes showed instead (count of polls × nodes). */
     fencedRoles: Record<string, number>
+    /** The dictators' log lines about each service whose master changed. */
+    logs: Record<string, ReadonlyArray<string>>
     sessionsLost: ReadonlyArray<string>
     restartedMs: number
   }
@@ -320,6 +344,7 @@ interface ScaleReport {
     perService: Record<string, number>
     needlessChanges: number
     needlessServices: ReadonlyArray<string>
+    logs: Record<string, ReadonlyArray<string>>
   }
   /** Processes to describe when a phase fails (CPU since their start, RSS). */
   live?: Array<{ readonly what: string; readonly pid: () => number | undefined; readonly since: number; readonly cpu0: number }>
@@ -327,7 +352,15 @@ interface ScaleReport {
   atFailure?: ReadonlyArray<string>
   /** Open file descriptors: this process (2 pipes per child), each dictator process at idle. */
   openFds?: { bench?: number | undefined; benchWithSentinel?: number | undefined; dictators?: Record<string, number | undefined> }
-  hostRestarted?: { host: string; redisUpMs: number; processUpMs: number; convergedMs: number; masterChanges: number }
+  hostRestarted?: {
+    host: string
+    redisUpMs: number
+    processUpMs: number
+    convergedMs: number
+    masterChanges: number
+    changedServices: ReadonlyArray<string>
+    logs: Record<string, ReadonlyArray<string>>
+  }
 }
 
 const timed = <A, E, R>(eff: Effect.Effect<A, E, R>) =>
@@ -561,10 +594,11 @@ export const runScale = (
       mastersSeenFenced: seenA.fencedMs.size,
       longestFenceMs: Math.max(0, ...seenA.fencedMs.values()),
       fencedRoles: Object.fromEntries(seenA.fencedRoles),
+      logs: linesAbout(procs, changedA, ta),
       sessionsLost: HOSTS.filter((_, i) => sessionsA2[i] !== sessionsA[i]),
       restartedMs
     }
-    log(`scale: (a) ${JSON.stringify(report.zkLeaderKilled)}`)
+    log(`scale: (a) ${JSON.stringify({ ...report.zkLeaderKilled, logs: undefined })}`)
 
     // -- (b) one host killed: its dictator process and every Redis server of it -------------------------
     const viewsB = yield* awaitConvergence(procs, services, "every service converged before killing a host", convergeS)
@@ -645,7 +679,8 @@ export const runScale = (
       },
       perService: Object.fromEntries(got),
       needlessChanges: needless.length,
-      needlessServices: needless
+      needlessServices: needless,
+      logs: linesAbout(survivorsIdx.map((i) => procs[i]!), needless, tb)
     }
     log(`scale: (b) writable new masters for ${got.length} of ${affected.length} services: median ${report.hostKilled.writableMs.median} ms, max ${report.hostKilled.writableMs.max} ms; needless master changes ${needless.length}`)
 
@@ -659,14 +694,17 @@ export const runScale = (
     const viewsC = yield* awaitConvergence(procs, services, `host ${victim} rejoined: every node a replica with link up`, convergeS)
     const convergedMs = Date.now() - tc
     const afterC = masterByService(viewsC, services)
+    const changedC = services.filter((s) => afterC.get(s)!.master !== (afterB.get(s)?.master ?? beforeB.get(s)!.master))
     report.hostRestarted = {
       host: victim,
       redisUpMs,
       processUpMs,
       convergedMs,
-      masterChanges: services.filter((s) => afterC.get(s)!.master !== (afterB.get(s)?.master ?? beforeB.get(s)!.master)).length
+      masterChanges: changedC.length,
+      changedServices: changedC,
+      logs: linesAbout(procs, changedC, tc)
     }
-    log(`scale: (c) ${JSON.stringify(report.hostRestarted)}`)
+    log(`scale: (c) ${JSON.stringify({ ...report.hostRestarted, logs: undefined })}`)
   }).pipe(
     // Before the scope closes: the processes are still there to be described.
     Effect.tapErrorCause(() =>
@@ -725,7 +763,7 @@ const scaleTable = (opts: ScaleOptions, r: ScaleReport): string => {
   if (r.hostRestarted !== undefined) {
     const c = r.hostRestarted
     out.push(
-      `(c) host ${c.host} restarted: its redis-servers up in ${c.redisUpMs} ms, its process answering at ${c.processUpMs} ms, every node a replica with link up (all services converged) at ${c.convergedMs} ms; master changes meanwhile: ${c.masterChanges}`
+      `(c) host ${c.host} restarted: its redis-servers up in ${c.redisUpMs} ms, its process answering at ${c.processUpMs} ms, every node a replica with link up (all services converged) at ${c.convergedMs} ms; master changes meanwhile: ${c.masterChanges}${c.changedServices.length > 0 ? ` (${c.changedServices.join(",")})` : ""}`
     )
   }
   return out.join("\n")
@@ -769,6 +807,8 @@ export const scaleCase = (opts: ScaleOptions, command: string): Effect.Effect<nu
       results: report
     }
     yield* Effect.promise(() => fs.writeFile(file, JSON.stringify(json, null, 2) + "\n"))
+    const logged = [report.zkLeaderKilled?.logs, report.hostKilled?.logs, report.hostRestarted?.logs].some((l) => l !== undefined && Object.keys(l).length > 0)
+    if (logged) console.log("The dictators' log lines about every service whose master changed are in the JSON (logs).")
     console.log(`\nResults: ${path.relative(process.cwd(), file)}`)
     return error === undefined ? 0 : 1
   })
