@@ -348,6 +348,11 @@ interface ScaleReport {
   }
   /** Processes to describe when a phase fails (CPU since their start, RSS). */
   live?: Array<{ readonly what: string; readonly pid: () => number | undefined; readonly since: number; readonly cpu0: number }>
+  /**
+   * Between the cold start and (a) (idle, Sentinel's phase): services whose master (name@epoch)
+   * changed, and how long after the Sentinel phase every service was converged again.
+   */
+  idleStability?: { masterChanges: number; reconvergedMs: number }
   /** The dictator processes when a phase failed: CPU since their start, RSS. */
   atFailure?: ReadonlyArray<string>
   /** Open file descriptors: this process (2 pipes per child), each dictator process at idle. */
@@ -548,8 +553,16 @@ export const runScale = (
     )
 
     // -- (a) ZooKeeper leader killed ----------------------------------------------------------------
+    const tw = Date.now()
     const viewsA = yield* awaitConvergence(procs, services, "every service converged before killing the ZooKeeper leader", convergeS)
     const beforeA = masterByService(viewsA, services)
+    // Nothing was done to the dictators since the cold start: any master change is the idle's own.
+    const atStart = masterByService(views0, services)
+    report.idleStability = {
+      masterChanges: services.filter((s) => beforeA.get(s)!.master !== atStart.get(s)!.master).length,
+      reconvergedMs: Date.now() - tw
+    }
+    log(`scale: masters changed while idle: ${report.idleStability.masterChanges}; converged again ${report.idleStability.reconvergedMs} ms after the Sentinel phase`)
     const sessionsA = viewsA.map((v) => [...v.values()][0]?.session)
     const modes = yield* Effect.forEach(ens.servers, (s) => s.mode)
     const leader = ens.servers[modes.indexOf("leader")]
@@ -745,6 +758,11 @@ const scaleTable = (opts: ScaleOptions, r: ScaleReport): string => {
   if (r.openFds !== undefined) {
     out.push(
       `Open file descriptors: this bench ${r.openFds.bench ?? "-"} (${r.openFds.benchWithSentinel ?? "-"} with Sentinel's), dictator processes ${JSON.stringify(r.openFds.dictators)}; ulimit -n ${openFilesLimit()}`
+    )
+  }
+  if (r.idleStability !== undefined) {
+    out.push(
+      `Stability: ${r.idleStability.masterChanges} services changed master between the cold start and (a) with nothing done to them; all converged ${r.idleStability.reconvergedMs} ms after the Sentinel phase`
     )
   }
   if (r.sentinelIdle !== undefined) out.push(`Sentinel: 3 sentinels saw all ${n} masters and each other ${r.sentinelIdle.convergedS} s after their start`)
