@@ -32,6 +32,7 @@ import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { pathToFileURL } from "node:url"
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Duration, Effect, Exit, Option, type Scope } from "effect"
 import {
@@ -158,7 +159,7 @@ const slope = (points: ReadonlyArray<readonly [number, number]>): number | undef
   return sxx === 0 ? undefined : sxy / sxx
 }
 
-const round = (x: number | undefined, digits: number) => (x === undefined ? undefined : Number(x.toFixed(digits)))
+export const round = (x: number | undefined, digits: number) => (x === undefined ? undefined : Number(x.toFixed(digits)))
 
 /** Samples `watched` for `minutes`: RSS every 5 s, CPU and ZooKeeper requests at both ends. */
 export const measure = (
@@ -204,7 +205,9 @@ export const measure = (
             }),
         ...(slope(s) === undefined ? {} : { rssSlopeMbPerHour: round(slope(s), 2)! }),
         ...(c0 === undefined || c1 === undefined ? {} : { cpuPercent: round(((c1 - c0) / elapsedS) * 100, 3)! }),
-        ...(r0 === undefined || r1 === undefined ? {} : { zkRequestsPerS: round((r1 - r0) / elapsedS, 3)! })
+        // `cons` counts per connection: a session that moved to another server starts again from 0.
+        ...(r0 === undefined || r1 === undefined || r1 < r0 ? {} : { zkRequestsPerS: round((r1 - r0) / elapsedS, 3)! }),
+        ...(r0 !== undefined && r1 !== undefined && r1 < r0 ? { note: "ZooKeeper session reconnected during the run: req/s unknown" } : {})
       }
     })
   })
@@ -231,14 +234,14 @@ export const figuresTable = (rows: ReadonlyArray<Figures>): string => {
 // The systems
 // ---------------------------------------------------------------------------------------------
 
-const log = (msg: string) => console.log(`[bench ${new Date().toISOString().slice(11, 23)}] ${msg}`)
+export const log = (msg: string) => console.log(`[bench ${new Date().toISOString().slice(11, 23)}] ${msg}`)
 
-const REDIS_ARGS = ["--repl-ping-replica-period", "1"] as const
+export const REDIS_ARGS = ["--repl-ping-replica-period", "1"] as const
 
-const field = (v: unknown, k: string): unknown => (typeof v === "object" && v !== null ? (v as Record<string, unknown>)[k] : undefined)
+export const field = (v: unknown, k: string): unknown => (typeof v === "object" && v !== null ? (v as Record<string, unknown>)[k] : undefined)
 
 /** The session id (hex, no 0x) a dictator's /status names. */
-const sessionOf = (st: unknown): string | undefined => {
+export const sessionOf = (st: unknown): string | undefined => {
   const id = field(field(st, "session"), "id")
   return typeof id === "string" ? id.replace(/^0x/, "").toLowerCase().replace(/^0+(?=.)/, "") : undefined
 }
@@ -371,6 +374,29 @@ const run = (cmd: string, args: ReadonlyArray<string>): string => {
   return r.error !== undefined ? "unavailable" : (r.stdout.trim() || r.stderr.trim()).trim()
 }
 
+/** Validators of footprint's flags, shared with bench/scale.ts (`--cases footprint,scale`). Throw a message. */
+export const footprintFlags = {
+  minutes: (v: string): number => {
+    const minutes = Number(v)
+    if (!Number.isFinite(minutes) || minutes <= 0 || minutes > 1440) throw new Error(`--minutes ${v}: must be a number of minutes above 0, at most 1440`)
+    return minutes
+  },
+  nodes: (v: string): number => {
+    const nodes = Number(v)
+    if (!Number.isInteger(nodes) || nodes < 2 || nodes > 500) throw new Error(`--nodes ${v}: must be an integer from 2 to 500`)
+    return nodes
+  },
+  config: (v: string): Record<string, unknown> => {
+    try {
+      const parsed = JSON.parse(v) as unknown
+      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object")
+      return parsed as Record<string, unknown>
+    } catch (e) {
+      throw new Error(`--config ${v}: must be a JSON object of config keys (${(e as Error).message})`)
+    }
+  }
+}
+
 const parseArgs = (argv: ReadonlyArray<string>): FootprintOptions & { readonly cases: ReadonlyArray<string> } => {
   let minutes = 10
   let nodes = 0
@@ -380,6 +406,13 @@ const parseArgs = (argv: ReadonlyArray<string>): FootprintOptions & { readonly c
     console.error(`bench: ${msg}\n${FOOTPRINT_USAGE}`)
     process.exit(2)
   }
+  const check = <A>(f: () => A): A => {
+    try {
+      return f()
+    } catch (e) {
+      return fail((e as Error).message)
+    }
+  }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const [flag, inline] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined]
@@ -387,30 +420,22 @@ const parseArgs = (argv: ReadonlyArray<string>): FootprintOptions & { readonly c
     switch (flag) {
       case "--minutes": {
         const v = value()
-        minutes = Number(v)
-        if (!Number.isFinite(minutes) || minutes <= 0 || minutes > 1440) fail(`--minutes ${v}: must be a number of minutes above 0, at most 1440`)
+        minutes = check(() => footprintFlags.minutes(v))
         break
       }
       case "--nodes": {
         const v = value()
-        nodes = Number(v)
-        if (!Number.isInteger(nodes) || nodes < 2 || nodes > 500) fail(`--nodes ${v}: must be an integer from 2 to 500`)
+        nodes = check(() => footprintFlags.nodes(v))
         break
       }
       case "--config": {
         const v = value()
-        try {
-          const parsed = JSON.parse(v) as unknown
-          if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object")
-          config = parsed as Record<string, unknown>
-        } catch (e) {
-          fail(`--config ${v}: must be a JSON object of config keys (${(e as Error).message})`)
-        }
+        config = check(() => footprintFlags.config(v))
         break
       }
       case "--cases":
         cases = value().split(",").map((s) => s.trim()).filter((s) => s.length > 0)
-        for (const c of cases) if (c !== "footprint") fail(`unknown case "${c}" here (this runner takes: footprint)`)
+        for (const c of cases) if (c !== "footprint") fail(`unknown case "${c}" here (this runner takes: footprint; scale runs through bench/scale.ts)`)
         break
       case "--help":
       case "-h":
@@ -424,48 +449,61 @@ const parseArgs = (argv: ReadonlyArray<string>): FootprintOptions & { readonly c
   return { minutes, nodes, cases, config }
 }
 
-const main = Effect.gen(function* () {
-  const opts = parseArgs(process.argv.slice(2))
-  const started = new Date()
-  const result = yield* Effect.scoped(runFootprint(opts)).pipe(Effect.exit)
-  const finished = new Date()
-  if (Exit.isFailure(result)) {
-    if (Cause.isInterruptedOnly(result.cause)) return yield* Effect.interrupt
-    console.log(`footprint run failed: ${Cause.pretty(result.cause)}`)
-    return 1
-  }
-  const { rows, settings } = result.value
-  console.log("")
-  console.log(`Footprint benchmark — ${started.toISOString()} — ${os.cpus().length} CPUs, node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`)
-  console.log(`Idle for ${opts.minutes} min; targets (issue 12): dictator RSS ≤ 60 MB, CPU ≤ 0.5 %, ZK req/s ≈ session pings; one more node ≤ 3 MB, ≤ 0.1 %`)
-  console.log(figuresTable(rows))
-  const dir = path.join(repoRoot(), "bench", "results")
-  yield* Effect.promise(() => fs.mkdir(dir, { recursive: true }))
-  const file = path.join(dir, `${started.toISOString().replace(/:/g, "-")}-footprint.json`)
-  const json = {
-    benchmark: "footprint",
-    startedAt: started.toISOString(),
-    finishedAt: finished.toISOString(),
-    command: `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim(),
-    options: opts,
-    machine: {
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model ?? "unknown",
-      totalMemMb: Math.round(os.totalmem() / 1024 / 1024),
-      loadavgAtEnd: os.loadavg(),
-      node: process.version,
-      redisServer: run(process.env.REDIS_SERVER ?? "redis-server", ["--version"]),
-      gitCommit: run("git", ["-C", repoRoot(), "rev-parse", "HEAD"])
-    },
-    settings,
-    rows
-  }
-  yield* Effect.promise(() => fs.writeFile(file, JSON.stringify(json, null, 2) + "\n"))
-  console.log(`\nResults: ${path.relative(process.cwd(), file)}`)
-  return 0
+/** Machine facts every results JSON carries. */
+export const machineFacts = () => ({
+  cpus: os.cpus().length,
+  cpuModel: os.cpus()[0]?.model ?? "unknown",
+  totalMemMb: Math.round(os.totalmem() / 1024 / 1024),
+  loadavgAtEnd: os.loadavg(),
+  node: process.version,
+  redisServer: run(process.env.REDIS_SERVER ?? "redis-server", ["--version"]),
+  gitCommit: run("git", ["-C", repoRoot(), "rev-parse", "HEAD"])
 })
 
-NodeRuntime.runMain(main, {
-  disablePrettyLogger: true,
-  teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? (exit.value === 0 ? 0 : 1) : Cause.isInterruptedOnly(exit.cause) ? 130 : 1)
+/** Runs the footprint case, prints its table, writes its JSON; 0 when it ran, 1 when it failed. */
+export const footprintCase = (opts: FootprintOptions, command: string): Effect.Effect<number> =>
+  Effect.gen(function* () {
+    const started = new Date()
+    const result = yield* Effect.scoped(runFootprint(opts)).pipe(Effect.exit)
+    const finished = new Date()
+    if (Exit.isFailure(result)) {
+      if (Cause.isInterruptedOnly(result.cause)) return yield* Effect.interrupt
+      console.log(`footprint run failed: ${Cause.pretty(result.cause)}`)
+      return 1
+    }
+    const { rows, settings } = result.value
+    console.log("")
+    console.log(`Footprint benchmark — ${started.toISOString()} — ${os.cpus().length} CPUs, node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`)
+    console.log(`Idle for ${opts.minutes} min; targets (issue 12): dictator RSS ≤ 60 MB, CPU ≤ 0.5 %, ZK req/s ≈ session pings; one more node ≤ 3 MB, ≤ 0.1 %`)
+    console.log(figuresTable(rows))
+    const dir = path.join(repoRoot(), "bench", "results")
+    yield* Effect.promise(() => fs.mkdir(dir, { recursive: true }))
+    const file = path.join(dir, `${started.toISOString().replace(/:/g, "-")}-footprint.json`)
+    const json = {
+      benchmark: "footprint",
+      startedAt: started.toISOString(),
+      finishedAt: finished.toISOString(),
+      command,
+      options: opts,
+      machine: machineFacts(),
+      settings,
+      rows
+    }
+    yield* Effect.promise(() => fs.writeFile(file, JSON.stringify(json, null, 2) + "\n"))
+    console.log(`\nResults: ${path.relative(process.cwd(), file)}`)
+    return 0
+  })
+
+const main = Effect.suspend(() => {
+  const { cases: _cases, ...opts } = parseArgs(process.argv.slice(2))
+  return footprintCase(opts, `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim())
 })
+
+// Run only as the entry point: bench/scale.ts imports this module.
+const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href
+if (isMain) {
+  NodeRuntime.runMain(main, {
+    disablePrettyLogger: true,
+    teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? (exit.value === 0 ? 0 : 1) : Cause.isInterruptedOnly(exit.cause) ? 130 : 1)
+  })
+}

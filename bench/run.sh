@@ -7,6 +7,8 @@
 #   bash bench/run.sh --rounds 3 --cases dictator-handover,sentinel-redis-killed
 #   bash bench/run.sh --partition [--rounds N]  the partition comparison (bench/partition.ts; root)
 #   bash bench/run.sh --cases footprint [--minutes M] [--nodes K]  idle footprint (bench/footprint.ts)
+#   bash bench/run.sh --cases scale [--services N] [--idle-seconds S]  N services × 3 nodes (bench/scale.ts)
+#   bash bench/run.sh --cases footprint,scale [both's flags]      the footprint, then the scale benchmark
 #   bash bench/run.sh --zk-outage [--rounds N]  writes blocked by a 20 s ZooKeeper outage, failsafe off/on (bench/zkoutage.ts)
 #   bash bench/run.sh --help
 #
@@ -30,18 +32,25 @@ if [ "${1:-}" = "--zk-outage" ]; then
   printf '\n==> node dist/bench/zkoutage.js %s\n' "$*" >&2
   exec node dist/bench/zkoutage.js "$@"
 fi
-# --cases footprint: the idle footprint (bench/footprint.ts), not a failover case.
+# --cases footprint: the idle footprint (bench/footprint.ts), not a failover case; --cases scale
+# (alone or as footprint,scale): the scale benchmark (bench/scale.ts, which runs footprint first).
+runner=failover
 for ((i = 1; i <= $#; i++)); do
   arg="${!i}"
   next=$((i + 1))
   case "$arg" in
-    --cases=footprint | --cases=footprint,*) footprint=1 ;;
-    --cases) [ "${!next:-}" = footprint ] && footprint=1 ;;
+    --cases=*) cases="${arg#--cases=}" ;;
+    --cases) cases="${!next:-}" ;;
+    *) continue ;;
+  esac
+  case ",$cases," in
+    *,scale,*) runner=scale ;;
+    *,footprint,*) runner=footprint ;;
   esac
 done
-if [ "${footprint:-0}" = 1 ]; then
-  printf '\n==> node dist/bench/footprint.js %s\n' "$*" >&2
-  exec node dist/bench/footprint.js "$@"
+if [ "$runner" != failover ]; then
+  printf '\n==> node dist/bench/%s.js %s\n' "$runner" "$*" >&2
+  exec node "dist/bench/$runner.js" "$@"
 fi
 printf '\n==> node dist/bench/failover.js %s\n' "$*" >&2
 exec node dist/bench/failover.js "$@"

@@ -26,6 +26,8 @@ export interface SentinelOptions {
    * (bench/partition.ts); default: a free port of 127.0.0.1.
    */
   readonly placement?: Placement
+  /** More masters monitored with the same quorum and timings (bench/scale.ts: one per service). */
+  readonly moreMasters?: ReadonlyArray<{ readonly name: string; readonly port: number; readonly host?: string }>
 }
 
 export interface SentinelProcess {
@@ -74,10 +76,12 @@ export const sentinelConfig = (port: number, dir: string, o: SentinelOptions): s
     "protected-mode no",
     "daemonize no",
     `dir ${dir}`,
-    `sentinel monitor ${o.masterName} ${o.masterHost ?? "127.0.0.1"} ${o.masterPort} ${o.quorum}`,
-    `sentinel down-after-milliseconds ${o.masterName} ${o.downAfterMs}`,
-    `sentinel failover-timeout ${o.masterName} ${o.failoverTimeoutMs}`,
-    `sentinel parallel-syncs ${o.masterName} ${o.parallelSyncs}`,
+    ...[{ name: o.masterName, port: o.masterPort, host: o.masterHost }, ...(o.moreMasters ?? [])].flatMap((m) => [
+      `sentinel monitor ${m.name} ${m.host ?? "127.0.0.1"} ${m.port} ${o.quorum}`,
+      `sentinel down-after-milliseconds ${m.name} ${o.downAfterMs}`,
+      `sentinel failover-timeout ${m.name} ${o.failoverTimeoutMs}`,
+      `sentinel parallel-syncs ${m.name} ${o.parallelSyncs}`
+    ]),
     ""
   ].join("\n")
 
