@@ -46,6 +46,7 @@ import {
   type RedisServer,
   type ZkServer,
   dictator,
+  dictatorNodeArgs,
   oneShotRedis,
   redisCommand,
   redisServer,
@@ -817,7 +818,7 @@ export const scaleCase = (opts: ScaleOptions, command: string): Effect.Effect<nu
       machine: { ...machineFacts(), openFilesLimit: openFilesLimit() },
       settings: {
         zookeeper: { servers: 3, tickTime: 2000 },
-        dictator: { settings: opts.config, logLevel: "INFO", nodeArgs: process.env.DICTATOR_NODE_ARGS ?? "" },
+        dictator: { settings: opts.config, logLevel: "INFO", nodeArgs: dictatorNodeArgs().join(" ") },
         sentinel: { sentinels: 3, quorum: 2, downAfterMs: 1000, replicas: 0 },
         redisArgs: REDIS_ARGS
       },
