@@ -3,18 +3,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import { ConfigError, resolveRedisSecrets, type SecretSources } from "../src/Config.js"
 
-import { decode, err, FILE, ok } from "./support/configCases.js"
+import { decode, err, FILE, ok, sources } from "./support/configCases.js"
 
 const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-
-const sources = (files: Record<string, string>, env: Record<string, string> = {}): SecretSources => ({
-  env,
-  readFile: (p) => {
-    const text = files[p]
-    if (text === undefined) throw Object.assign(new Error(`ENOENT: no such file or directory, open '${p}'`), { code: "ENOENT" })
-    return text
-  }
-})
 
 const resolve = (extra: Record<string, unknown>, src: SecretSources) => resolveRedisSecrets(FILE, ok(extra), src)
 const resolveErr = (extra: Record<string, unknown>, src: SecretSources): ConfigError => {

@@ -7,16 +7,7 @@ import {
   type SecretSources
 } from "../src/Config.js"
 
-import { err, FILE, ok } from "./support/configCases.js"
-
-const sources = (files: Record<string, string>, env: Record<string, string> = {}): SecretSources => ({
-  env,
-  readFile: (p) => {
-    const text = files[p]
-    if (text === undefined) throw Object.assign(new Error(`ENOENT: no such file or directory, open '${p}'`), { code: "ENOENT" })
-    return text
-  }
-})
+import { err, FILE, ok, sources } from "./support/configCases.js"
 
 const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 

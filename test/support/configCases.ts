@@ -1,6 +1,6 @@
 /** Decoding a config with a few keys over the minimal one, for the config tables. */
 import { Either } from "effect"
-import { type DictatorConfigData, parseConfig } from "../../src/Config.js"
+import { type DictatorConfigData, parseConfig, type SecretSources } from "../../src/Config.js"
 
 export const FILE = "/etc/dictator/dictator.conf"
 
@@ -19,3 +19,13 @@ export const err = (extra: Record<string, unknown>): string => {
   if (Either.isRight(r)) throw new Error(`expected a ConfigError, got: ${JSON.stringify(r.right.config)}`)
   return r.left.message
 }
+
+/** Secret files and environment for the config resolvers, in memory; a missing file is ENOENT. */
+export const sources = (files: Record<string, string>, env: Record<string, string> = {}): SecretSources => ({
+  env,
+  readFile: (p) => {
+    const text = files[p]
+    if (text === undefined) throw Object.assign(new Error(`ENOENT: no such file or directory, open '${p}'`), { code: "ENOENT" })
+    return text
+  }
+})
