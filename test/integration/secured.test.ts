@@ -133,11 +133,28 @@ const electAndFailOver = (t: Trio) =>
         { timeout: "20 seconds" }
       )
     }
-    yield* first.master.redis.kill9
     const live = t.nodes.filter((n) => n !== first.master)
+    const marks = live.map((n) => n.dictator.output().length)
+    yield* first.master.redis.kill9
     const second = yield* converged(t, live)
     expect(second.master.name).not.toBe(first.master.name)
     expect(second.czxid).not.toBe(first.czxid)
+    // After its role change each live dictator closes its Redis's application connections
+    // (kill_clients_on_role_change, a check interval later): the test's own commands that follow
+    // must not be among them.
+    for (const [i, n] of live.entries()) {
+      yield* waitUntil(
+        `${n.name}'s dictator to be done with its clients after the failover`,
+        Effect.sync(() =>
+          /after its change to (master|replica)|not closing client connections|cannot close the local Redis's client connections/.test(
+            n.dictator.output().slice(marks[i])
+          )
+            ? Option.some(true)
+            : Option.none()
+        ),
+        { timeout: "20 seconds" }
+      )
+    }
     return { first, second }
   })
 
